@@ -1,0 +1,112 @@
+"""Sensor signing keys (Ed25519), made on first use and kept in the peerwatch home directory."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from peerwatch.errors import EvidenceError
+
+
+@dataclass(frozen=True)
+class SensorKey:
+    sensor_id: str
+    private: Ed25519PrivateKey
+
+    @property
+    def public_raw(self) -> bytes:
+        return public_raw(self.private.public_key())
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private.sign(message)
+
+    def public_pem(self) -> bytes:
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+def public_raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# Sensor ids name files and appear in tab-separated bundle files: keep them to a safe alphabet.
+_SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_sensor_id(sensor_id: str) -> str:
+    if not _SENSOR_ID.fullmatch(sensor_id):
+        raise EvidenceError(
+            f"sensor id {sensor_id!r}: use 1-100 letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
+    return sensor_id
+
+
+def key_path(keys_dir: Path, sensor_id: str) -> Path:
+    return keys_dir / f"{check_sensor_id(sensor_id)}.ed25519.pem"
+
+
+def load_or_create(keys_dir: Path, sensor_id: str) -> SensorKey:
+    """Load the sensor's key, or make one. Creation is atomic: a crash leaves no half-written
+    key."""
+    path = key_path(keys_dir, sensor_id)
+    if not path.exists():
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            # link() fails if another process made the key meanwhile: then we use theirs.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise EvidenceError(f"{path}: not a readable Ed25519 private key: {exc}") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise EvidenceError(f"{path}: not an Ed25519 private key")
+    return SensorKey(sensor_id, private)
+
+
+def load_public_pem(data: bytes, source: str) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise EvidenceError(f"{source}: not a readable public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise EvidenceError(f"{source}: not an Ed25519 public key")
+    return key
+
+
+def public_from_raw(raw: bytes) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise EvidenceError(f"not a raw Ed25519 public key: {exc}") from None
+
+
+def signature_ok(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,2 @@
+"""The lab: benign generated content and (later) real local peers on loopback, for tests and
+demo."""

@@ -1,0 +1,1 @@
+"""BitTorrent codecs: sans-IO, bytes in, values or events out (house rule 1)."""

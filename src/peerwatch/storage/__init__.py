@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables and Alembic migrations. SQLite by default, PostgreSQL by URL."""
