@@ -84,7 +84,8 @@ def run(argv: list[str] | None = None) -> int:
     """Entry point: maps peerwatch errors to a message and an exit code (no tracebacks for
     users)."""
     try:
-        cli(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a command's exit status instead of exiting.
+        status = cli(args=argv, standalone_mode=False)
     except PeerwatchError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return exc.exit_code
@@ -103,7 +104,7 @@ def run(argv: list[str] | None = None) -> int:
             show()
             return code
         raise
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -180,9 +180,9 @@ def iter_records(
             yield StoredRecord(
                 sensor_id=row.sensor_id,
                 seq=int(row.seq),
-                record=bytes(row.record),
-                link=bytes(row.link),
-                signature=bytes(row.signature),
+                record=_blob(row.record),
+                link=_blob(row.link),
+                signature=_blob(row.signature),
                 observed_ms=int(row.observed_ms),
                 network=row.network,
                 method=row.method,
@@ -190,6 +190,16 @@ def iter_records(
                 ip=row.ip,
                 port=row.port,
             )
+
+
+def _blob(value: object) -> bytes:
+    """Column bytes as stored. SQLite lets an edit turn a BLOB into TEXT; verification must report
+    such a row as bad, not crash on it."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return repr(value).encode("utf-8")
 
 
 def sensor_keys(engine: Engine) -> dict[str, bytes]:
