@@ -48,6 +48,10 @@ class Observation:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ip", canonical_ip(self.ip))
+        for name in ("observed_ms", "port", "clock_offset_ms", "completion_ppm"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int):
+                raise EvidenceError(f"observation {name} must be an integer, not {value!r}")
         if self.port is not None and not 0 <= self.port <= 65535:
             raise EvidenceError(f"observation port {self.port} is out of range")
         if self.completion_ppm is not None and not 0 <= self.completion_ppm <= 1_000_000:
@@ -113,14 +117,16 @@ _FIELDS_V1 = frozenset(
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """The one byte string a record is hashed and signed as."""
-    _check_no_float(record, "record")
+    """The one byte string a record is hashed and signed as (the caller has excluded floats)."""
     return json.dumps(
         record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
 
 
 def encode(obs: Observation, *, sensor: str, seq: int) -> bytes:
+    # The typed fields are checked by Observation; only `extra` can still hold a float.
+    if obs.extra:
+        _check_no_float(obs.extra, "record.extra")
     return canonical_bytes(record_dict(obs, sensor=sensor, seq=seq))
 
 
@@ -148,6 +154,7 @@ def decode(data: bytes) -> DecodedRecord:
         raise EvidenceError(
             f"record fields differ from version 1: missing {missing}, extra {unknown}"
         )
+    _check_no_float(obj, "record")
     if canonical_bytes(obj) != data:
         raise EvidenceError("record bytes are not in canonical form")
     try:

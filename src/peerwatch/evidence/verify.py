@@ -62,8 +62,8 @@ class ChainVerifier:
         self, sensor_id: str, trusted_key: Ed25519PublicKey, *, selection: bool = False
     ) -> None:
         self.sensor_id = sensor_id
-        self._key = trusted_key
-        self._genesis = chain.genesis_link(sensor_id, public_raw(trusted_key))
+        self._key = public_raw(trusted_key)
+        self._genesis = chain.genesis_link(sensor_id, self._key)
         self._selection = selection  # a bundle of chosen records: gaps are expected
         self._last_seq = 0
         self._last_link: bytes | None = self._genesis
