@@ -234,3 +234,21 @@ def test_key_file_is_made_once_and_private(tmp_path: Path) -> None:
 def test_sensor_ids_are_checked(tmp_path: Path, bad: str) -> None:
     with pytest.raises(EvidenceError, match="sensor id"):
         load_or_create(tmp_path, bad)
+
+
+def test_large_batches_sign_and_verify_in_parallel(sqlite_engine: Engine, key: SensorKey) -> None:
+    """Above 512 records, signing and signature checks run on threads: same results, in order."""
+    obs = [observation(i) for i in range(1500)]
+    assert EvidenceLog(sqlite_engine, key).append(obs) == list(range(1, 1501))
+    assert run_verify(sqlite_engine, trusted_of(key))[0] == []
+    c = evidence_records.c
+    with sqlite_engine.begin() as conn:
+        sig = conn.execute(select(c.signature).where(c.seq == 1000)).scalar_one()
+        conn.execute(
+            update(evidence_records)
+            .where(c.seq == 1000)
+            .values(signature=bytes([sig[0] ^ 1]) + sig[1:])
+        )
+    problems, reports = run_verify(sqlite_engine, trusted_of(key))
+    assert [(p.seq, p.kind) for p in problems] == [(1000, "signature")]
+    assert reports[0].checked == 1500

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import nacl.bindings
 import nacl.exceptions
@@ -18,6 +19,8 @@ from peerwatch.errors import EvidenceError
 
 # Below this many messages, starting threads costs more than it saves.
 _PARALLEL_MIN = 512
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,7 @@ class SensorKey:
 
     def sign_many(self, messages: Sequence[bytes]) -> list[bytes]:
         """Signatures of `messages`, in order; large batches are signed by several threads."""
-        workers = min(os.cpu_count() or 1, 8)
-        if len(messages) < _PARALLEL_MIN or workers == 1:
-            return [self.sign(m) for m in messages]
-        step = -(-len(messages) // workers)
-        chunks = [messages[i : i + step] for i in range(0, len(messages), step)]
-        with ThreadPoolExecutor(workers) as pool:
-            parts = pool.map(lambda chunk: [self.sign(m) for m in chunk], chunks)
-            return [sig for part in parts for sig in part]
+        return _map_in_threads(self.sign, messages)
 
     def public_pem(self) -> bytes:
         return self.private.public_key().public_bytes(
@@ -136,6 +132,24 @@ def public_from_raw(raw: bytes) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
         raise EvidenceError(f"not a raw Ed25519 public key: {exc}") from None
+
+
+def _map_in_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`[fn(x) for x in items]`, split over the cores when there are many items. Only for
+    functions that spend their time in libsodium, which releases the GIL."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(items) < _PARALLEL_MIN or workers == 1:
+        return [fn(x) for x in items]
+    step = -(-len(items) // workers)
+    chunks = [items[i : i + step] for i in range(0, len(items), step)]
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(lambda chunk: [fn(x) for x in chunk], chunks)
+        return [r for part in parts for r in part]
+
+
+def signatures_ok(public_key: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+    """`signature_ok` for many (signature, message) pairs, on every core."""
+    return _map_in_threads(lambda pair: signature_ok(public_key, pair[0], pair[1]), pairs)
 
 
 def signature_ok(public_key: bytes, signature: bytes, message: bytes) -> bool:

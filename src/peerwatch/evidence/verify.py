@@ -12,15 +12,18 @@ first problem point at the record that was changed instead of at every record af
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from peerwatch.errors import EvidenceError
 from peerwatch.evidence import chain, record
-from peerwatch.evidence.keys import public_raw, signature_ok
+from peerwatch.evidence.keys import public_raw, signatures_ok
 from peerwatch.evidence.log import StoredRecord
+
+# Entries whose signatures are checked together (on every core).
+_VERIFY_BATCH = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,28 @@ class ChainVerifier:
         self.report = ChainReport(sensor_id)
 
     def feed(self, entry: Entry) -> list[Problem]:
+        return self.feed_many([entry])
+
+    def feed_many(self, entries: Sequence[Entry]) -> list[Problem]:
+        """Check consecutive entries; the signatures of a batch are checked on every core."""
+        found = [self._check_structure(e) for e in entries]
+        valid = signatures_ok(self._key, [(e.signature, e.link) for e in entries])
+        problems: list[Problem] = []
+        for entry, entry_problems, ok in zip(entries, found, valid, strict=True):
+            problems.extend(entry_problems)
+            if not ok:
+                problems.append(
+                    Problem(
+                        self.sensor_id,
+                        entry.seq,
+                        "signature",
+                        "signature does not verify with the trusted public key",
+                    )
+                )
+        return problems
+
+    def _check_structure(self, entry: Entry) -> list[Problem]:
+        """Every check but the signature, in order (it moves the verifier along the chain)."""
         problems: list[Problem] = []
 
         def bad(kind: str, message: str) -> None:
@@ -116,8 +141,6 @@ class ChainVerifier:
             bad(
                 "chain", "its content does not match its chain link (edited, inserted or reordered)"
             )
-        if not signature_ok(self._key, entry.signature, entry.link):
-            bad("signature", "signature does not verify with the trusted public key")
 
         self._last_seq = max(self._last_seq, entry.seq)
         self._last_link = entry.link
@@ -152,9 +175,15 @@ def verify_stored(
     """Verify whole chains from the database; yields problems, then one report per sensor."""
     verifier: ChainVerifier | None = None
     untrusted: str | None = None
+    pending: list[Entry] = []
     for row in rows:
         if row.sensor_id == untrusted:
             continue
+        if verifier is not None and (
+            verifier.sensor_id != row.sensor_id or len(pending) >= _VERIFY_BATCH
+        ):
+            yield from verifier.feed_many(pending)
+            pending = []
         if verifier is None or verifier.sensor_id != row.sensor_id:
             if verifier is not None:
                 yield verifier.report
@@ -172,6 +201,7 @@ def verify_stored(
                     "the public key registered in the database is not the trusted key",
                 )
             verifier = ChainVerifier(row.sensor_id, key)
-        yield from verifier.feed(Entry(row.seq, row.record, row.link, row.signature, stored=row))
+        pending.append(Entry(row.seq, row.record, row.link, row.signature, stored=row))
     if verifier is not None:
+        yield from verifier.feed_many(pending)
         yield verifier.report
