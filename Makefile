@@ -34,6 +34,7 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_index.py
 	$(PY) benchmarks/bench_evidence.py
+	$(PY) benchmarks/bench_import.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 
 from peerwatch.app import App
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (files, CI logs, `| less`) gets wide lines instead of rich's 80-column default, so
+# tables keep one observation per line; on a terminal rich follows the terminal's width.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 

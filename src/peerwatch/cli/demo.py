@@ -6,8 +6,11 @@ the web app (issue 5) take their place here as they land.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.rule import Rule
@@ -70,7 +73,8 @@ def demo(ctx: typer.Context) -> None:
             ip=f"127.0.1.{10 + i}",
             port=6881 + i,
             client="demo",
-            outcome="synthetic: written by the demo, not observed on any network",
+            outcome="synthetic",
+            extra={"note": "written by the demo: no network was observed"},
         )
         for i in range(5)
     ]
@@ -95,12 +99,24 @@ def demo(ctx: typer.Context) -> None:
     if not report.ok or script.returncode != 0:
         raise EvidenceError("the demo bundle did not verify")
     out.print(Rule())
+    pw = _command_name()
     out.print(
-        f"Done. Try:\n  peerwatch --home {home} watchlist lists\n"
-        f"  peerwatch --home {home} observations\n"
-        f"  peerwatch --home {home} evidence verify\n"
-        f"  peerwatch evidence verify-bundle {target}"
+        f"Done. Try:\n  {pw} --home {home} watchlist lists\n"
+        f"  {pw} --home {home} observations\n"
+        f"  {pw} --home {home} evidence verify\n"
+        f"  {pw} evidence verify-bundle {target}"
     )
+
+
+def _command_name() -> str:
+    """How the user can run peerwatch again: as typed when it is not on PATH (e.g. .venv/bin)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "peerwatch" and shutil.which("peerwatch") != str(argv0.resolve()):
+        try:
+            return str(argv0.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(argv0)
+    return "peerwatch"
 
 
 __all__ = ["demo"]

@@ -242,7 +242,7 @@ def observations(
         content_key=content_key,
     )
     rows = iter_records(app.engine, flt)
-    table = Table(*_COLUMNS) if fmt is Format.table else None
+    table = _observation_table() if fmt is Format.table else None
     writer = csv.writer(sys.stdout) if fmt is Format.csv else None
     if writer is not None:
         writer.writerow(_COLUMNS)
@@ -270,9 +270,32 @@ def observations(
         if writer is not None:
             writer.writerow(values)
         elif table is not None:
-            table.add_row(*(escape(v) for v in values))
+            peer = f"[{obs.ip}]" if ":" in obs.ip else obs.ip
+            completion = "" if obs.completion_ppm is None else f"{obs.completion_ppm / 10_000:.1f}%"
+            table.add_row(
+                escape(f"{row.sensor_id}/{row.seq}"),
+                _iso(obs.observed_ms),
+                escape(obs.method),
+                escape(obs.content_key),
+                escape(peer + ("" if obs.port is None else f":{obs.port}")),
+                escape(_s(obs.client)),
+                completion,
+                escape(_s(obs.outcome)),
+            )
     if table is not None:
         out.print(table)
+
+
+def _observation_table() -> Table:
+    """The human view: one line per observation; the full record is in --format jsonl/csv."""
+    table = Table(
+        "record", "observed (UTC)", "method", "content", "peer", "client", "have", "outcome"
+    )
+    for i in (3, 5, 7):  # long free text: cut rather than wrap, so each observation is one line
+        table.columns[i].no_wrap = True
+        table.columns[i].overflow = "ellipsis"
+    table.columns[3].max_width = 20
+    return table
 
 
 def _s(value: object) -> str:
