@@ -9,7 +9,7 @@ DEMO_HOME ?= .demo
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,lab]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,383 @@
+"""The lab: a swarm of real libtorrent peers and a real opentracker, on loopback only.
+
+Every peer is its own process on its own 127.0.2.x address (see `peer_process`); the tracker is
+Debian's opentracker on 127.0.2.250 (HTTP and UDP, whitelist mode). Content is benign random bytes
+made here (`lab.content`). Roles are fixed by the peer's index so that tests know what each peer
+holds (`Lab.expected`):
+
+    index % 5 == 0   seeds the watched v1 and hybrid torrents
+    index % 5 == 1   holds part of the watched v1 torrent (some pieces corrupt, upload-only), and
+                     seeds the unwatched torrent
+    index % 5 == 2   seeds the watched v2-only and hybrid torrents
+    index % 5 == 3   seeds only the unwatched torrent
+    index % 5 == 4   seeds the watched v1 torrent and accepts encrypted connections only (MSE)
+
+Nothing here sends a packet off the machine: every listen, outgoing and announce address is in
+127.0.0.0/8, and DHT bootstrap, LSD, UPnP and NAT-PMP are off in every peer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peerwatch.errors import PeerwatchError
+from peerwatch.lab import content
+
+PEER_NET = "127.0.2."
+TRACKER_IP = "127.0.2.250"
+TRACKER_PORT = 6969
+PEER_PORT = 6881
+PIECE = 16 * 1024
+
+
+class LabError(PeerwatchError):
+    """The lab could not be started or stopped as asked."""
+
+
+@dataclass(frozen=True)
+class LabTorrent:
+    name: str
+    version: str  # "v1", "v2" or "hybrid"
+    watched: bool
+    path: Path  # the .torrent file
+    btih: str | None  # v1 infohash (hex) when the torrent has one
+    btmh: str | None  # v2 infohash, full SHA-256 (hex), when it has one
+    pieces: int
+    data: Path  # the folder holding the content (the torrent's name is inside)
+
+    @property
+    def announce_hashes(self) -> list[str]:
+        """What the tracker sees: the v1 hash and/or the v2 hash truncated to 20 bytes (BEP 52)."""
+        return [h for h in (self.btih, self.btmh[:40] if self.btmh else None) if h]
+
+
+@dataclass(frozen=True)
+class LabPeer:
+    index: int
+    ip: str
+    port: int
+    holds: dict[str, str]  # torrent name -> "seed" or "partial"
+    encryption: str  # "forced" or "enabled"
+
+    @property
+    def name(self) -> str:
+        return f"peer-{self.index:02d}"
+
+
+@dataclass
+class Lab:
+    """A running (or startable) lab in `workdir`; use as a context manager or start()/stop()."""
+
+    workdir: Path
+    peers: int = 20
+    tracker: bool = True
+    seed: int = 1
+    torrents: dict[str, LabTorrent] = field(default_factory=dict)
+    members: list[LabPeer] = field(default_factory=list)
+    _procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    # -- building -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Generate the content, the torrents, the watchlist and each peer's data and config."""
+        import libtorrent as lt  # the lab extra: only needed when a lab runs
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        trackers = (
+            [
+                f"http://{TRACKER_IP}:{TRACKER_PORT}/announce",
+                f"udp://{TRACKER_IP}:{TRACKER_PORT}/announce",
+            ]
+            if self.tracker
+            else []
+        )
+        specs = [
+            ("watched-v1", "v1", True, 3),
+            ("watched-hybrid", "hybrid", True, 2),
+            ("watched-v2", "v2", True, 2),
+            ("unwatched-v1", "v1", False, 2),
+        ]
+        for i, (name, version, watched, nfiles) in enumerate(specs):
+            data = self.workdir / "content" / name
+            files = content.make_files(
+                data / name, nfiles, seed=self.seed * 100 + i, min_size=40_000, max_size=200_000
+            )
+            del files
+            fs = lt.file_storage()
+            lt.add_files(fs, str(data / name))
+            flags = {"v1": lt.create_torrent.v1_only, "v2": lt.create_torrent.v2_only, "hybrid": 0}[
+                version
+            ]
+            with warnings.catch_warnings():
+                # libtorrent 2.1 deprecates building from a file_storage; 2.0 has no other way.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ct = lt.create_torrent(fs, PIECE, flags=flags)
+            for tier, url in enumerate(trackers):
+                ct.add_tracker(url, tier)
+            ct.set_creator("peerwatch lab")
+            lt.set_piece_hashes(ct, str(data))
+            raw = lt.bencode(ct.generate())
+            path = self.workdir / "torrents" / f"{name}.torrent"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(raw)
+            info = lt.torrent_info(str(path))
+            ih = info.info_hashes()
+            self.torrents[name] = LabTorrent(
+                name,
+                version,
+                watched,
+                path,
+                str(ih.v1) if ih.has_v1() else None,
+                str(ih.v2) if ih.has_v2() else None,
+                info.num_pieces(),
+                data,
+            )
+        for index in range(self.peers):
+            role = index % 5
+            holds = {
+                0: {"watched-v1": "seed", "watched-hybrid": "seed"},
+                1: {"watched-v1": "partial", "unwatched-v1": "seed"},
+                2: {"watched-v2": "seed", "watched-hybrid": "seed"},
+                3: {"unwatched-v1": "seed"},
+                4: {"watched-v1": "seed"},
+            }[role]
+            self.members.append(
+                LabPeer(
+                    index,
+                    f"{PEER_NET}{index + 1}",
+                    PEER_PORT,
+                    holds,
+                    "forced" if role == 4 else "enabled",
+                )
+            )
+        self._write_watchlist()
+        for peer in self.members:
+            self._prepare_peer(peer)
+
+    def _write_watchlist(self) -> None:
+        lines = ["# peerwatch lab watchlist: infohashes of the lab's benign watched torrents"]
+        for t in self.torrents.values():
+            if t.watched:
+                if t.btih:
+                    lines.append(f"btih:{t.btih}  {t.name}")
+                if t.btmh:
+                    lines.append(f"btmh:{t.btmh}  {t.name}")
+        (self.workdir / "watchlist.txt").write_text("\n".join(lines) + "\n")
+
+    def _prepare_peer(self, peer: LabPeer) -> None:
+        root = self.workdir / "peers" / peer.name
+        torrents = []
+        for name, how in peer.holds.items():
+            t = self.torrents[name]
+            save = root / "data"
+            target = save / name
+            if target.exists():
+                shutil.rmtree(target)
+            if how == "seed":
+                # Hard links: twenty seeds of the same files cost no extra disk.
+                shutil.copytree(t.data / name, target, copy_function=os.link)
+            else:
+                shutil.copytree(t.data / name, target)
+                _damage(target, pieces=2)
+            torrents.append({"torrent": str(t.path), "save_path": str(save), "upload_only": True})
+        # Every other peer is a starting node: peers that start later reach the earlier ones,
+        # which then learn them from the incoming queries, whatever the start order.
+        bootstrap = [m for m in self.members if m.index != peer.index]
+        config = {
+            "name": peer.name,
+            "ip": peer.ip,
+            "port": peer.port,
+            "dht": True,
+            "dht_nodes": [[m.ip, m.port] for m in bootstrap],
+            "encryption": peer.encryption,
+            "torrents": torrents,
+            "status_file": str(root / "status.json"),
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(config, indent=1))
+
+    # -- running ------------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> None:
+        if not self.members:
+            self.prepare()
+        try:
+            if self.tracker:
+                self._start_tracker()
+            for peer in self.members:
+                cfg = self.workdir / "peers" / peer.name / "config.json"
+                self._procs.append(
+                    subprocess.Popen(  # noqa: S603  # our own module, fixed arguments
+                        [sys.executable, "-m", "peerwatch.lab.peer_process", str(cfg)],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        text=True,
+                        start_new_session=True,
+                    )
+                )
+            deadline = time.monotonic() + timeout
+            for peer, proc in zip(self.members, self._procs[-len(self.members) :], strict=True):
+                assert proc.stdout is not None
+                line = proc.stdout.readline().strip()
+                if not line.startswith("READY"):
+                    raise LabError(f"{peer.name} ({peer.ip}) did not start: {line or 'no output'}")
+                if time.monotonic() > deadline:
+                    raise LabError("the lab did not start in time")
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_tracker(self) -> None:
+        exe = shutil.which("opentracker")
+        if exe is None:
+            raise LabError("opentracker is not installed (Debian package 'opentracker')")
+        tdir = self.workdir / "tracker"
+        tdir.mkdir(exist_ok=True)
+        hashes = sorted({h for t in self.torrents.values() for h in t.announce_hashes})
+        (tdir / "whitelist.txt").write_text("\n".join(hashes) + "\n")
+        tdir.chmod(0o755)
+        (tdir / "whitelist.txt").chmod(0o644)
+        # -d chroots, so the whitelist path is relative to it (Debian's build is whitelist-only).
+        proc = subprocess.Popen(  # noqa: S603  # fixed arguments, loopback address only
+            [
+                exe,
+                "-i",
+                TRACKER_IP,
+                "-p",
+                str(TRACKER_PORT),
+                "-P",
+                str(TRACKER_PORT),
+                "-d",
+                str(tdir),
+                "-w",
+                "whitelist.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+        if not _wait_tcp(TRACKER_IP, TRACKER_PORT, 10.0):
+            raise LabError(f"opentracker did not listen on {TRACKER_IP}:{TRACKER_PORT}")
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for peer in self.members:
+            path = self.workdir / "peers" / peer.name / "status.json"
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                out.append({"name": peer.name, "ip": peer.ip, "state": "no status"})
+        return out
+
+    def wait_until(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.status()):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self._procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        self._procs.clear()
+        (self.workdir / "lab.json").unlink(missing_ok=True)
+
+    def _write_state(self) -> None:
+        state = {"pids": [p.pid for p in self._procs], "peers": len(self.members)}
+        (self.workdir / "lab.json").write_text(json.dumps(state))
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- what tests check against ---------------------------------------------------------------
+    def expected(self) -> dict[tuple[str, str], str]:
+        """(peer ip, torrent name) -> "seed" | "partial" for every holding in the lab."""
+        return {(p.ip, name): how for p in self.members for name, how in p.holds.items()}
+
+
+def stop_from_state(workdir: Path) -> int:
+    """Stop a lab started by another process (`peerwatch lab down`); returns processes signalled."""
+    path = workdir / "lab.json"
+    if not path.exists():
+        return 0
+    pids = json.loads(path.read_text())["pids"]
+    signalled = 0
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            signalled += 1
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    path.unlink()
+    return signalled
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours would still answer; it is gone for our purpose once it exited.
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
+
+
+def _damage(folder: Path, pieces: int) -> None:
+    """Overwrite `pieces` pieces in the middle of the first file with zeros.
+
+    The peer then holds a partial copy: libtorrent's check finds those pieces bad and, being
+    upload-only, never fetches them."""
+    first = sorted(p for p in folder.rglob("*") if p.is_file())[0]
+    size = first.stat().st_size
+    with first.open("r+b") as f:
+        f.seek(max(0, size // 2 - PIECE))
+        f.write(b"\0" * PIECE * pieces)
+
+
+def _wait_tcp(host: str, port: int, timeout: float) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
