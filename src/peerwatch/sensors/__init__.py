@@ -1,0 +1,2 @@
+"""Sensors: sweeps, probes and single-source verification, turning protocol events into
+observations for the evidence log."""

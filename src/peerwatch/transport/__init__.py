@@ -1,0 +1,1 @@
+"""The only sockets and clocks: thin asyncio drivers that pump the sans-IO protocol machines."""

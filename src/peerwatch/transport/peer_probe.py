@@ -1,0 +1,307 @@
+"""Probe one peer for one infohash over TCP: handshake, extension handshake, bitfield.
+
+This is the step that turns a *claim* (a DHT, tracker or PEX peer list) into evidence or into a
+recorded negative result. It drives `PeerConnection` (BEP 3/6/10) and, when the peer refuses plain
+connections, `MseInitiator` (MSE/PE with RC4): plaintext is tried first and MSE on a refusal, as
+clients do. Everything the peer sent and everything we sent is hashed (direction-tagged) so the
+observation carries a digest of the raw exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peerwatch.protocols.bittorrent import mse, peer_wire
+from peerwatch.protocols.bittorrent.peer_wire import (
+    Bitfield,
+    ExtensionHandshake,
+    HandshakeReceived,
+    HaveAll,
+    HaveNone,
+    InfoHashMismatch,
+    PeerConnection,
+    PeerWireError,
+)
+
+#: How long a peer may stay silent after its handshake before we call its completion "none
+#: announced": BEP 3 allows omitting the bitfield when a peer has no piece.
+BITFIELD_GRACE = 2.0
+READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    peer_id: bytes  # our 20-byte peer id
+    client: str = "peerwatch"  # what our BEP 10 handshake says we are
+    connect_timeout: float = 5.0  # TCP connect
+    timeout: float = 15.0  # whole probe, per attempt
+    bind_ip: str | None = None  # local address to probe from
+    encryption: str = "auto"  # "auto": plain then MSE; "plain"; "mse"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ip: str
+    port: int
+    info_hash: bytes
+    outcome: str  # "possession", "no-pieces", "refused", "unreachable", "timeout", "protocol-error"
+    encrypted: bool  # the accepted handshake ran over MSE RC4
+    peer_id: bytes | None
+    client: str | None
+    listen_port: int | None
+    have: int | None  # pieces announced
+    total: int | None  # pieces in the torrent, when known
+    have_all: bool
+    pieces_message: str | None  # how the pieces were announced: "bitfield", "have_all", "have_none"
+    detail: str  # why, in words (what a defence expert reads)
+    exchange_sha256: str  # SHA-256 over the direction-tagged bytes of every attempt
+    started: float  # UTC seconds
+    ended: float
+
+    @property
+    def handshake_accepted(self) -> bool:
+        return self.peer_id is not None
+
+    @property
+    def completion_ppm(self) -> int | None:
+        if self.have_all:
+            return 1_000_000
+        if self.have is None or not self.total:
+            return None
+        return self.have * 1_000_000 // self.total
+
+
+class _Exchange:
+    """Hash of the raw bytes in both directions: b'>' + len + bytes for ours, b'<' for theirs."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def sent(self, data: bytes) -> None:
+        self._h.update(b">" + len(data).to_bytes(4, "big") + data)
+
+    def received(self, data: bytes) -> None:
+        self._h.update(b"<" + len(data).to_bytes(4, "big") + data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+@dataclass
+class _Attempt:
+    outcome: str
+    detail: str
+    encrypted: bool = False
+    remote: HandshakeReceived | None = None
+    ext: ExtensionHandshake | None = None
+    have: int | None = None
+    have_all: bool = False
+    pieces_message: str | None = None
+    closed_before_handshake: bool = False
+
+
+async def probe(
+    ip: str,
+    port: int,
+    info_hash: bytes,
+    config: ProbeConfig,
+    *,
+    piece_count: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ProbeResult:
+    """Probe `ip:port` for `info_hash`. Never raises for the peer's faults: they are outcomes."""
+    started = clock()
+    exchange = _Exchange()
+    modes = {"auto": [False, True], "plain": [False], "mse": [True]}[config.encryption]
+    attempt = _Attempt("unreachable", "not tried")
+    details = []
+    for use_mse in modes:
+        attempt = await _attempt(ip, port, info_hash, config, piece_count, use_mse, exchange)
+        details.append(("MSE: " if use_mse else "plain: ") + attempt.detail)
+        # Retry with MSE only when the peer hung up on a plain handshake (how peers that require
+        # encryption answer); a peer that answered, or was unreachable, is not asked twice.
+        if not attempt.closed_before_handshake:
+            break
+    remote = attempt.remote
+    return ProbeResult(
+        ip=ip,
+        port=port,
+        info_hash=info_hash,
+        outcome=attempt.outcome,
+        encrypted=attempt.encrypted,
+        peer_id=remote.peer_id if remote else None,
+        client=attempt.ext.client if attempt.ext else None,
+        listen_port=attempt.ext.listen_port if attempt.ext else None,
+        have=attempt.have,
+        total=piece_count,
+        have_all=attempt.have_all,
+        pieces_message=attempt.pieces_message,
+        detail="; ".join(details),
+        exchange_sha256=exchange.hexdigest(),
+        started=started,
+        ended=clock(),
+    )
+
+
+async def _attempt(
+    ip: str,
+    port: int,
+    info_hash: bytes,
+    config: ProbeConfig,
+    piece_count: int | None,
+    use_mse: bool,
+    exchange: _Exchange,
+) -> _Attempt:
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                ip, port, local_addr=(config.bind_ip, 0) if config.bind_ip else None
+            ),
+            config.connect_timeout,
+        )
+    except (TimeoutError, OSError) as exc:
+        return _Attempt("unreachable", f"TCP connect failed: {exc or type(exc).__name__}")
+    try:
+        return await asyncio.wait_for(
+            _converse(reader, writer, info_hash, config, piece_count, use_mse, exchange),
+            config.timeout,
+        )
+    except TimeoutError:
+        return _Attempt("timeout", f"no complete answer within {config.timeout:g} s")
+    finally:
+        writer.close()
+        with contextlib.suppress(TimeoutError, OSError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _converse(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    info_hash: bytes,
+    config: ProbeConfig,
+    piece_count: int | None,
+    use_mse: bool,
+    exchange: _Exchange,
+) -> _Attempt:
+    loop = asyncio.get_running_loop()
+    conn = PeerConnection(info_hash, config.peer_id, now=loop.time())
+    if piece_count is not None:
+        conn.set_piece_count(piece_count)
+    crypt: mse.MseInitiator | None = None
+    established = not use_mse
+
+    def send(data: bytes) -> None:
+        exchange.sent(data)
+        writer.write(crypt.encrypt(data) if crypt is not None and established else data)
+
+    if use_mse:
+        crypt = mse.MseInitiator(
+            info_hash,
+            os.urandom,
+            crypto_provide=mse.CRYPTO_RC4,
+            initial_payload=conn.initiate(),
+        )
+        first = crypt.start()
+        exchange.sent(first)
+        writer.write(first)
+    else:
+        send(conn.initiate())
+    await writer.drain()
+
+    result = _Attempt("refused", "", encrypted=use_mse)
+    answered_at: float | None = None
+    while True:
+        wait = None if answered_at is None else max(0.0, answered_at + BITFIELD_GRACE - loop.time())
+        try:
+            data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
+        except TimeoutError:
+            if result.have is not None:
+                return result  # pieces known; the client never named itself
+            # Handshake accepted, no bitfield within the grace: no pieces announced (BEP 3).
+            result.outcome, result.have = "no-pieces", 0
+            result.detail = "handshake accepted; no bitfield or have_all announced"
+            return result
+        except OSError as exc:
+            data = b""
+            reason = f"connection error: {exc}"
+        else:
+            reason = "the peer closed the connection"
+        if not data:
+            if result.have is not None:
+                return result
+            if result.remote is None:
+                result.closed_before_handshake = True
+                result.detail = f"{reason} before its handshake (infohash refused)"
+                return result
+            result.outcome, result.have = "no-pieces", 0
+            result.detail = "handshake accepted, then the peer closed without a bitfield"
+            return result
+        exchange.received(data)
+        if crypt is not None:
+            try:
+                mse_events, data = crypt.receive(data)
+            except mse.MseError as exc:
+                result.outcome, result.detail = "protocol-error", f"MSE: {exc}"
+                return result
+            for ev in mse_events:
+                if isinstance(ev, mse.MseOutgoing):
+                    exchange.sent(ev.data)
+                    writer.write(ev.data)
+                elif isinstance(ev, mse.MseEstablished):
+                    established = True
+            if not data:
+                await writer.drain()
+                continue
+        try:
+            events = conn.receive(data, loop.time())
+        except PeerWireError as exc:
+            events = list(exc.events)
+            _absorb(result, events, conn)
+            if result.remote is not None and result.have is not None:
+                result.detail += f"; then broke the protocol: {exc}"
+                return result
+            result.outcome, result.detail = "protocol-error", str(exc)
+            return result
+        if _absorb(result, events, conn):
+            return result
+        if result.remote is not None and answered_at is None:
+            answered_at = loop.time()
+            if conn.extensions_enabled:
+                send(conn.send_extension_handshake(client=config.client))
+        await writer.drain()
+
+
+def _absorb(result: _Attempt, events: list[peer_wire.Event], conn: PeerConnection) -> bool:
+    """Fold events into the attempt; True when the probe has what it came for."""
+    for ev in events:
+        if isinstance(ev, InfoHashMismatch):
+            result.outcome = "refused"
+            result.detail = f"the peer answered for another infohash {ev.received.hex()}"
+            return True
+        if isinstance(ev, HandshakeReceived):
+            result.remote = ev
+        elif isinstance(ev, ExtensionHandshake):
+            result.ext = ev
+        elif isinstance(ev, Bitfield | HaveAll | HaveNone):
+            result.have_all = isinstance(ev, HaveAll) or conn.is_seed
+            result.have = conn.have_count
+            result.pieces_message = {
+                Bitfield: "bitfield",
+                HaveAll: "have_all",
+                HaveNone: "have_none",
+            }[type(ev)]
+            if isinstance(ev, HaveNone) or (isinstance(ev, Bitfield) and ev.have_count == 0):
+                result.outcome = "no-pieces"
+                result.detail = "handshake accepted; the peer announced no piece"
+            else:
+                result.outcome = "possession"
+                kind = "have_all" if isinstance(ev, HaveAll) else f"bitfield of {ev.have_count}"
+                result.detail = f"handshake accepted on this infohash and {kind} announced"
+    # Done once the pieces are known and the client named itself (or never will: no BEP 10).
+    return result.have is not None and (result.ext is not None or not conn.extensions_enabled)
