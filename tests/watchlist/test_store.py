@@ -173,3 +173,22 @@ def test_attributes_are_kept(engine: Engine, lists: dict[str, Path]) -> None:
         attrs = conn.execute(select(watch_items.c.attributes)).scalars().first()
     assert attrs is not None
     assert json.loads(attrs)["VictimIdentified"] is False
+
+
+def test_watched_torrents_come_from_torrents_magnets_and_hash_lists(
+    engine: Engine, lists: dict[str, Path], tmp_path: Path
+) -> None:
+    store = WatchlistStore(engine)
+    store.import_files([lists["torrent"]], list_name="t")
+    btih = content.infohash_v1(lists["torrent"].read_bytes())
+    v2 = "cd" * 32
+    text = tmp_path / "hashes.txt"
+    text.write_text(f"btmh:{v2}\n{'ef' * 20}\n{btih}\n")
+    store.import_files([text], list_name="h")
+    store.import_files([lists["vics"]], list_name="v")  # file hashes only: not torrents
+    torrents = {t.content_key: t for t in store.watched_torrents()}
+    assert set(torrents) == {f"btih:{btih}", f"btmh:{v2}", f"btih:{'ef' * 20}"}
+    from_file = torrents[f"btih:{btih}"]
+    assert from_file.piece_count is not None and from_file.piece_count > 0  # richest kept
+    assert from_file.name == "set"
+    assert torrents[f"btmh:{v2}"].wire_hash == bytes.fromhex(v2)[:20]

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, u
 from sqlalchemy.sql.selectable import Join
 
 from peerwatch.domain.hashes import Digest, HashKind
+from peerwatch.domain.torrents import WatchedTorrent
 from peerwatch.errors import InputError
 from peerwatch.storage.database import writer
 from peerwatch.storage.schema import list_versions, watch_hashes, watch_items, watch_lists
@@ -344,6 +345,43 @@ class WatchlistStore:
                     )
         return out
 
+    def watched_torrents(self) -> list[WatchedTorrent]:
+        """Every torrent the active lists watch, once each: from .torrent files (with trackers and
+        piece count), magnet links and infohash lists (ambiguous 40/64-hex values included, since
+        they are matched as infohashes too)."""
+        h, i = watch_hashes.c, watch_items.c
+        query = (
+            select(i.id, i.name, i.attributes, h.kind, h.value)
+            .select_from(self._active_hashes())
+            .where(h.kind.in_([k.value for k in _TORRENT_KINDS]))
+            .order_by(i.id)
+        )
+        items: dict[int, dict[str, object]] = {}
+        with self._engine.connect() as conn:
+            for item_id, name, attributes, kind, value in conn.execute(query):
+                entry = items.setdefault(
+                    item_id, {"name": name, "attributes": attributes, "btih": None, "btmh": None}
+                )
+                slot = "btih" if kind in (HashKind.BTIH, HashKind.SHA1_OR_BTIH) else "btmh"
+                entry[slot] = bytes(value)
+        out: dict[bytes, WatchedTorrent] = {}
+        for entry in items.values():
+            attrs = json.loads(str(entry["attributes"])) if entry["attributes"] else {}
+            trackers = tuple(t for t in attrs.get("trackers", []) if isinstance(t, str))
+            count = attrs.get("piece_count")
+            torrent = WatchedTorrent.from_hashes(
+                entry["btih"] if isinstance(entry["btih"], bytes) else None,
+                entry["btmh"] if isinstance(entry["btmh"], bytes) else None,
+                name=entry["name"] if isinstance(entry["name"], str) else None,
+                trackers=trackers,
+                piece_count=count if isinstance(count, int) else None,
+            )
+            known = out.get(torrent.wire_hash)
+            # The same torrent on several lists: keep the richest description.
+            if known is None or (known.piece_count is None and torrent.piece_count is not None):
+                out[torrent.wire_hash] = torrent
+        return list(out.values())
+
     def count_active_hashes(self) -> int:
         query = select(func.count()).select_from(self._active_hashes())
         with self._engine.connect() as conn:
@@ -356,6 +394,9 @@ class WatchlistStore:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
             for kind, value in result:
                 yield str(kind), bytes(value)
+
+
+_TORRENT_KINDS = (HashKind.BTIH, HashKind.BTMH, HashKind.SHA1_OR_BTIH, HashKind.SHA256_OR_BTMH)
 
 
 def _compatible_kinds(kind: HashKind) -> set[HashKind]:

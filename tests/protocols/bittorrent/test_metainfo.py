@@ -6,6 +6,7 @@ import copy
 import hashlib
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -394,3 +395,30 @@ def test_mutated_valid_torrents_raise_only_metainfo_error(data: st.DataObject) -
     cut = data.draw(st.integers(0, len(raw)))
     _decode_or_error(bytes(raw))
     _decode_or_error(bytes(raw[:cut]))
+
+
+def test_piece_count_matches_libtorrent_for_every_version(tmp_path: Path) -> None:
+    """The wire piece count (what a bitfield counts) agrees with libtorrent's own count."""
+    lt = pytest.importorskip("libtorrent")
+    import os
+    import warnings
+
+    for version, flags in (
+        ("v1", lt.create_torrent.v1_only),
+        ("v2", lt.create_torrent.v2_only),
+        ("hybrid", 0),
+    ):
+        folder = tmp_path / version / "content"
+        folder.mkdir(parents=True)
+        for i, size in enumerate((40_000, 1, 70_000)):
+            (folder / f"f{i}").write_bytes(os.urandom(size))
+        fs = lt.file_storage()
+        lt.add_files(fs, str(folder))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ct = lt.create_torrent(fs, 16384, flags=flags)
+        lt.set_piece_hashes(ct, str(folder.parent))
+        data = lt.bencode(ct.generate())
+        meta = parse_metainfo(data)
+        assert meta.version == version
+        assert meta.piece_count == lt.torrent_info(data).num_pieces(), version

@@ -98,6 +98,14 @@ class Metainfo:
         return sum(f.length for f in self.files)
 
     @property
+    def piece_count(self) -> int:
+        """Pieces on the wire (what a bitfield counts). v1 and hybrid: one SHA-1 per piece, padding
+        included (BEP 47). v2-only: every non-empty file starts on a piece boundary (BEP 52)."""
+        if self.pieces:
+            return len(self.pieces) // _SHA1_LEN
+        return sum(-(-f.length // self.piece_length) for f in self.files if f.length > 0)
+
+    @property
     def btmh_truncated(self) -> bytes | None:
         """BEP 52: the v2 infohash truncated to 20 bytes, used where 20-byte ids are needed (DHT,
         trackers, the handshake)."""

@@ -60,6 +60,7 @@ def parse(
         attributes={
             "trackers": list(meta.trackers),
             "piece_length": meta.piece_length,
+            "piece_count": meta.piece_count,
             "version": meta.version,
             "file_count": len(meta.files),
             "private": meta.private,
