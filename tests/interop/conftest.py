@@ -32,9 +32,9 @@ def require_lab_tools(tracker: bool = True) -> None:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A running lab of 10 real peers (two of each role) and a tracker, shared by the session."""
+    """A running lab of 20 real peers (four of each role) and a tracker, shared by the session."""
     require_lab_tools()
-    swarm = Lab(Path(tmp_path_factory.mktemp("lab")), peers=10)
+    swarm = Lab(Path(tmp_path_factory.mktemp("lab")), peers=20)
     swarm.start()
     try:
         yield swarm

@@ -19,6 +19,13 @@ class WatchedTorrent:
     name: str | None = None
     trackers: tuple[str, ...] = ()
     piece_count: int | None = None  # known when the list gave the .torrent itself
+    other_hashes: tuple[bytes, ...] = ()  # a hybrid's truncated v2 hash: peers may use either
+
+    @property
+    def lookup_hashes(self) -> tuple[bytes, ...]:
+        """Every 20-byte id the swarm may be found under on the DHT and at trackers (BEP 52: a
+        hybrid torrent's peers announce the v1 hash, the truncated v2 hash, or both)."""
+        return (self.wire_hash, *self.other_hashes)
 
     @classmethod
     def from_hashes(
@@ -31,7 +38,8 @@ class WatchedTorrent:
         piece_count: int | None = None,
     ) -> WatchedTorrent:
         if btih is not None:
-            return cls(btih, f"btih:{btih.hex()}", name, trackers, piece_count)
+            other = (btmh[:20],) if btmh is not None else ()
+            return cls(btih, f"btih:{btih.hex()}", name, trackers, piece_count, other)
         if btmh is not None:
             return cls(btmh[:20], f"btmh:{btmh.hex()}", name, trackers, piece_count)
         raise ValueError("a watched torrent needs a v1 or a v2 infohash")

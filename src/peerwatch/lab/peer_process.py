@@ -42,6 +42,9 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
         "dht_prefer_verified_node_ids": False,
         "dht_enforce_node_id": False,
         "allow_multiple_connections_per_ip": True,
+        # libtorrent spreads DHT announces over this interval divided by the number of torrents
+        # (default 15 min): a peer's second torrent would reach the DHT minutes later.
+        "dht_announce_interval": 10,
         "announce_to_all_trackers": True,
         "announce_to_all_tiers": True,
         "alert_mask": lt.alert.category_t.status_notification

@@ -1,0 +1,153 @@
+"""The asyncio driver of the sans-IO `DhtNode`: one UDP socket, one timer task.
+
+It feeds every datagram to the node, calls `on_timer` when the node asks, sends what the node
+queues, and hands lookup events to whoever started the lookup. Every destination goes through the
+egress policy first: a DHT node can name any address, and a refused one is counted, not sent to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from peerwatch.protocols.bittorrent.dht import DhtConfig, DhtEvent, DhtNode, LookupDone, PeersFound
+from peerwatch.protocols.bittorrent.krpc import Peer
+from peerwatch.protocols.bittorrent.node_id import random_node_id
+from peerwatch.transport.egress import EgressPolicy
+
+
+@dataclass
+class LookupResult:
+    info_hash: bytes
+    found: list[PeersFound] = field(default_factory=list)  # claims, with the node that made each
+    done: LookupDone | None = None
+
+    @property
+    def peers(self) -> set[Peer]:
+        return {p for f in self.found for p in f.peers}
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, driver: DhtDriver) -> None:
+        self._driver = driver
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        host, port = addr[0], addr[1]
+        if isinstance(host, str):
+            self._driver._received(data, (host, int(port)))
+
+
+class DhtDriver:
+    """A running DHT node. `await start()`, then `await get_peers(...)`, then `close()`."""
+
+    def __init__(
+        self,
+        bind: tuple[str, int],
+        egress: EgressPolicy,
+        *,
+        config: DhtConfig | None = None,
+        node_id: bytes | None = None,
+    ) -> None:
+        import random
+
+        self._bind = bind
+        self._egress = egress
+        self._clock = time.monotonic
+        self.node = DhtNode(
+            node_id or random_node_id(random.SystemRandom()),
+            self._clock(),
+            config=config or DhtConfig(),
+        )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._lookups: dict[int, LookupResult] = {}
+        self._waiters: dict[int, asyncio.Future[LookupResult]] = {}
+        self._wake = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=self._bind
+        )
+        self._transport = transport
+        self._timer_task = asyncio.create_task(self._timers())
+
+    def close(self) -> None:
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+
+    async def bootstrap(self, nodes: Iterable[Peer], timeout: float = 10.0) -> int:
+        """Fill the routing table from known nodes (the node looks up its own id through them).
+        Returns the routing table's size once it holds as many nodes as it can, or at timeout."""
+        entry = [n for n in nodes if self._egress.allows(n[0])]
+        self.node.bootstrap(entry, self._clock())
+        self._flush()
+        want = min(self.node.config.k, len(entry))
+        deadline = self._clock() + timeout
+        while len(self.node.routing) < want and self._clock() < deadline:
+            await asyncio.sleep(0.05)
+        return len(self.node.routing)
+
+    async def get_peers(self, info_hash: bytes, timeout: float = 30.0) -> LookupResult:
+        lookup = self.node.get_peers(info_hash, self._clock())
+        return await self._wait(lookup, info_hash, timeout)
+
+    async def _wait(self, lookup: int, info_hash: bytes, timeout: float) -> LookupResult:
+        result = self._lookups.setdefault(lookup, LookupResult(info_hash))
+        fut: asyncio.Future[LookupResult] = asyncio.get_running_loop().create_future()
+        self._waiters[lookup] = fut
+        self._flush()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return result  # what was found so far; `done` stays None
+        finally:
+            self._waiters.pop(lookup, None)
+            self._lookups.pop(lookup, None)
+
+    def _received(self, data: bytes, addr: Peer) -> None:
+        self._dispatch(self.node.receive(data, addr, self._clock()))
+
+    async def _timers(self) -> None:
+        while True:
+            due = self.node.next_timer()
+            wait = 1.0 if due is None else max(0.0, due - self._clock())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, 1.0))
+            if due is not None and self._clock() >= due:
+                self._dispatch(self.node.on_timer(self._clock()))
+            else:
+                self._flush()
+
+    def _dispatch(self, events: list[DhtEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, PeersFound):
+                result = self._lookups.get(ev.lookup)
+                if result is not None:
+                    result.found.append(ev)
+            elif isinstance(ev, LookupDone):
+                result = self._lookups.get(ev.lookup)
+                if result is not None:
+                    result.done = ev
+                    fut = self._waiters.get(ev.lookup)
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._transport is not None
+        for data, addr in self.node.datagrams_to_send():
+            if self._egress.allows(addr[0]):
+                self._transport.sendto(data, addr)
+            else:
+                self._egress.denied += 1
+        self._wake.set()  # the node may want an earlier timer now
