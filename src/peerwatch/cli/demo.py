@@ -1,95 +1,135 @@
 """`peerwatch demo`: the most complete flow that exists today, on benign generated data.
 
-It grows with the project: the BitTorrent sensor and its lab swarm (issue 3), leads (issue 4) and
-the web app (issue 5) take their place here as they land.
+A lab swarm of real libtorrent peers (and Debian's opentracker when installed) on loopback shares
+generated random content; the demo watches some of it, sweeps the swarm with the BitTorrent
+sensor, and checks the signed evidence as a third party would. Leads (issue 4) and the web app
+(issue 5) take their place here as they land. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.rule import Rule
 
-from peerwatch.cli.context import app_of, out
+from peerwatch.app import App
+from peerwatch.cli.context import app_of, err, out
 from peerwatch.domain.hashes import HashKind
-from peerwatch.errors import EvidenceError
+from peerwatch.domain.torrents import WatchedTorrent
+from peerwatch.errors import EvidenceError, PeerwatchError
 from peerwatch.evidence import bundle
 from peerwatch.evidence.log import RecordFilter
-from peerwatch.evidence.record import Observation
 from peerwatch.lab import content
+from peerwatch.lab.swarm import Lab, LabTorrent, stop_from_state
+from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
+from peerwatch.transport.egress import EgressPolicy
+from peerwatch.transport.peer_probe import ProbeConfig
 from peerwatch.watchlist.index import MatchIndex
 
 
-def demo(ctx: typer.Context) -> None:
-    """Run the demo in --home: generate benign files and lists, import, match, sign, verify."""
+def demo(
+    ctx: typer.Context,
+    peers: Annotated[int, typer.Option(help="Peers in the lab swarm (roles cycle every 5).")] = 10,
+    wait: Annotated[float, typer.Option(help="Longest time to sweep, in seconds.")] = 90.0,
+    lab_net: Annotated[
+        str, typer.Option(help="Loopback /24 prefix for the lab's peers (tracker at .250).")
+    ] = "127.0.2.",
+    sensor_ip: Annotated[str, typer.Option(help="Loopback address of the sensor.")] = "127.0.3.1",
+) -> None:
+    """Run the demo in --home: lab swarm, watchlist, sensor sweep, evidence verified."""
+    try:
+        import libtorrent  # noqa: F401  # the lab extra
+    except ImportError:
+        raise PeerwatchError(
+            "the demo's lab needs libtorrent: pip install -e '.[lab]' (make demo does it)"
+        ) from None
     app = app_of(ctx)
     home = app.settings.home
     home.mkdir(parents=True, exist_ok=True)
-    out.print(Rule("1. benign content and hash lists (random bytes, generated here)"))
-    files = content.make_files(home / "content", 6, seed=7)
-    lists = home / "lists"
-    lists.mkdir(exist_ok=True)
-    (lists / "demo-vics.json").write_text(content.vics_v2(files[:3], category=1))
-    (lists / "demo.csv").write_text(content.csv_list(files[3:5], category="2"))
-    torrent = content.torrent_v1(files[4:], "demo-set")
-    (lists / "demo-set.torrent").write_bytes(torrent)
-    btih = content.infohash_v1(torrent)
-    for f in files:
-        out.print(f"  {f.path.name}  {f.size:>7,} bytes  sha1 {f.sha1}")
+    labdir = home / "lab"
+    stop_from_state(labdir)  # a lab left by an interrupted run
+    if labdir.exists():
+        shutil.rmtree(labdir)
+    tracker = shutil.which("opentracker") is not None
+    if not (lab_net.startswith("127.") and lab_net.count(".") == 3 and lab_net.endswith(".")):
+        raise typer.BadParameter("--lab-net must look like 127.X.Y. (loopback only)")
+    lab = Lab(labdir, peers=peers, tracker=tracker, peer_net=lab_net)
 
-    out.print(Rule("2. watchlist import (VICS 2.0, CSV, .torrent)"))
-    for path, name in (
-        (lists / "demo-vics.json", "demo-vics"),
-        (lists / "demo.csv", "demo-csv"),
-        (lists / "demo-set.torrent", "demo-torrents"),
-    ):
-        r = app.watchlist.import_files([path], list_name=name)
+    out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
+    lab.start()
+    try:
+        _run(app, lab, home, tracker, wait, sensor_ip)
+    finally:
+        lab.stop()
+        out.print("lab stopped")
+
+
+def _run(app: App, lab: Lab, home: Path, tracker: bool, wait: float, sensor_ip: str) -> None:
+    for p in lab.members:
+        held = ", ".join(f"{name} ({how})" for name, how in p.holds.items())
+        enc = "  (encrypted connections only)" if p.encryption == "forced" else ""
+        out.print(f"  {p.name} {p.ip}:{p.port}  {held}{enc}")
+    if tracker:
+        out.print(f"  opentracker on {lab.tracker_ip}:6969 (HTTP and UDP)")
+    else:
+        out.print("  [yellow]opentracker is not installed: DHT only[/]")
+
+    out.print(Rule("2. watchlist: the watched torrents, and a VICS list of their files' hashes"))
+    watched = [t for t in lab.torrents.values() if t.watched]
+    vics = home / "lab-files.vics.json"
+    vics.write_text(content.vics_v2(_files_of(watched), category=1))
+    for paths, name in (([t.path for t in watched], "lab-torrents"), ([vics], "lab-files")):
+        r = app.watchlist.import_files(paths, list_name=name)
         state = "unchanged" if r.unchanged else f"version {r.version}"
         out.print(f"  {name}: {state}, {r.items} records, {r.hashes} hashes")
-
-    out.print(Rule("3. match index"))
     index = MatchIndex.from_rows(app.watchlist.iter_active_hashes(), total=None, progress=None)
-    out.print(f"  {len(index)} entries in {index.nbytes:,} bytes")
-    for f in files:
-        hit = index.contains(HashKind.SHA1, bytes.fromhex(f.sha1))
-        out.print(f"  sha1 {f.sha1[:16]}...  watched: {hit}")
+    out.print(f"  match index: {len(index)} entries in {index.nbytes:,} bytes")
+    unwatched = lab.torrents["unwatched-v1"]
     out.print(
-        f"  torrent infohash {btih}  watched: {index.contains(HashKind.BTIH, bytes.fromhex(btih))}"
+        "  unwatched torrent on the watchlist: "
+        f"{index.contains(HashKind.BTIH, bytes.fromhex(unwatched.btih or ''))}"
     )
 
-    out.print(Rule("4. evidence log (synthetic records: no peer is contacted yet)"))
-    now = time.time_ns() // 1_000_000
-    observations = [
-        Observation(
-            observed_ms=now + i,
-            network="bittorrent",
-            method="demo-synthetic",
-            content_key=f"btih:{btih}",
-            ip=f"127.0.1.{10 + i}",
-            port=6881 + i,
-            client="demo",
-            outcome="synthetic",
-            extra={"note": "written by the demo: no network was observed"},
-        )
-        for i in range(5)
-    ]
-    seqs = app.evidence.append(observations)
+    out.print(Rule("3. BitTorrent sensor: DHT and tracker claims, every claimed peer probed"))
+    torrents = app.watchlist.watched_torrents()
+    config = SweepConfig(
+        probe=ProbeConfig(peer_id=b"-PW0010-" + secrets.token_hex(6).encode(), bind_ip=sensor_ip),
+        bind_ip=sensor_ip,
+        dht_nodes=tuple((p.ip, p.port) for p in lab.members[:3]),
+        use_trackers=tracker,
+    )
+    holders = {(ip, name) for (ip, name) in lab.expected() if lab.torrents[name].watched}
+    stats = asyncio.run(_sweep(app, config, torrents, len(holders), wait))
+    proven = {ip for peers in stats.per_torrent.values() for ip, _ in peers}
     out.print(
-        f"  appended records {seqs[0]}..{seqs[-1]} for sensor {app.settings.sensor_id!r}, "
-        "each hash-chained and Ed25519-signed"
+        f"  {stats.sweeps} sweep(s): {stats.claims} claims, {stats.candidates} peers probed, "
+        f"{stats.proven} possessions proven, {stats.observations} observations written"
+    )
+    for key, peers in sorted(stats.per_torrent.items()):
+        out.print(f"  {key[:21]}...  proven: {', '.join(sorted(ip for ip, _ in peers))}")
+    holder_ips = {ip for ip, _ in holders}
+    out.print(
+        f"  peers holding watched content: {len(holder_ips)}, proven: "
+        f"{len(proven & holder_ips)}; peers holding only unwatched content proven: "
+        f"{len(proven - holder_ips)}"
     )
 
-    out.print(Rule("5. export a bundle and verify it as a third party would"))
-    target = home / "bundles" / f"demo-{now}"
-    result = bundle.export_bundle(app.engine, target, RecordFilter(ip="127.0.1.12"))
+    out.print(Rule("4. evidence: verify the log, export one peer's bundle, check it with openssl"))
+    target_ip = sorted(proven)[0] if proven else lab.members[0].ip
+    target = home / "bundles" / f"{target_ip}-{int(time.time())}"
+    result = bundle.export_bundle(app.engine, target, RecordFilter(ip=target_ip))
     report = bundle.verify_bundle(target)
     out.print(
-        f"  bundle {target}: {result.records} record(s), peerwatch verify-bundle: "
+        f"  bundle for {target_ip}: {result.records} records, peerwatch verify-bundle: "
         + ("OK" if report.ok else f"FAILED {report.problems[0]}")
     )
     # Our own script by absolute path, run by bash from PATH as a user would run it.
@@ -100,12 +140,50 @@ def demo(ctx: typer.Context) -> None:
         raise EvidenceError("the demo bundle did not verify")
     out.print(Rule())
     pw = _command_name()
+    home_opt = f"--home {home}"
     out.print(
-        f"Done. Try:\n  {pw} --home {home} watchlist lists\n"
-        f"  {pw} --home {home} observations\n"
-        f"  {pw} --home {home} evidence verify\n"
-        f"  {pw} evidence verify-bundle {target}"
+        f"Done. Try:\n  {pw} {home_opt} observations --ip {target_ip}\n"
+        f"  {pw} {home_opt} evidence verify\n"
+        f"  {pw} evidence verify-bundle {target}\n"
+        f"  {pw} {home_opt} lab up   (then: {pw} {home_opt} sense bittorrent "
+        "--dht-node 127.0.2.1:6881)"
     )
+
+
+async def _sweep(
+    app: App, config: SweepConfig, targets: list[WatchedTorrent], holders: int, wait: float
+) -> SweepStats:
+    started = time.monotonic()
+    async with BitTorrentSweep(config, app.evidence, EgressPolicy()) as sweep:
+        stats = await sweep.sweep(targets)
+        # Peers announce as they start: sweep again until every holder is proven, as a
+        # sensor's repeated sweeps would.
+        while (
+            sum(len(p) for p in stats.per_torrent.values()) < holders
+            and time.monotonic() - started < wait
+        ):
+            err.print(f"  ... sweep {stats.sweeps + 1}")
+            await asyncio.sleep(2)
+            stats = await sweep.sweep(targets)
+    return stats
+
+
+def _files_of(torrents: list[LabTorrent]) -> list[content.BenignFile]:
+    """The content files of the lab's torrents, with their hashes."""
+    files = []
+    for t in torrents:
+        for path in sorted(p for p in t.data.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            files.append(
+                content.BenignFile(
+                    path,
+                    len(data),
+                    hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                    hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+                    hashlib.sha256(data).hexdigest(),
+                )
+            )
+    return files
 
 
 def _command_name() -> str:
@@ -117,6 +195,3 @@ def _command_name() -> str:
         except ValueError:
             return str(argv0)
     return "peerwatch"
-
-
-__all__ = ["demo"]

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 import peerwatch
 from peerwatch.app import App
-from peerwatch.cli import demo, evidence, lab, watchlist
+from peerwatch.cli import demo, evidence, lab, sense, watchlist
 from peerwatch.cli.context import err
 from peerwatch.errors import PeerwatchError
 from peerwatch.settings import Settings
@@ -29,6 +29,7 @@ cli = typer.Typer(
 cli.add_typer(watchlist.cli, name="watchlist")
 cli.add_typer(evidence.cli, name="evidence")
 cli.add_typer(lab.cli, name="lab")
+cli.add_typer(sense.cli, name="sense")
 cli.command("observations")(evidence.observations)
 cli.command("demo")(demo.demo)
 

@@ -83,9 +83,14 @@ class Lab:
     peers: int = 20
     tracker: bool = True
     seed: int = 1
+    peer_net: str = PEER_NET  # peers get peer_net + 1..N, the tracker peer_net + 250
     torrents: dict[str, LabTorrent] = field(default_factory=dict)
     members: list[LabPeer] = field(default_factory=list)
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def tracker_ip(self) -> str:
+        return f"{self.peer_net}250"
 
     # -- building -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -95,8 +100,8 @@ class Lab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         trackers = (
             [
-                f"http://{TRACKER_IP}:{TRACKER_PORT}/announce",
-                f"udp://{TRACKER_IP}:{TRACKER_PORT}/announce",
+                f"http://{self.tracker_ip}:{TRACKER_PORT}/announce",
+                f"udp://{self.tracker_ip}:{TRACKER_PORT}/announce",
             ]
             if self.tracker
             else []
@@ -154,7 +159,7 @@ class Lab:
             self.members.append(
                 LabPeer(
                     index,
-                    f"{PEER_NET}{index + 1}",
+                    f"{self.peer_net}{index + 1}",
                     PEER_PORT,
                     holds,
                     "forced" if role == 4 else "enabled",
@@ -252,7 +257,7 @@ class Lab:
             [
                 exe,
                 "-i",
-                TRACKER_IP,
+                self.tracker_ip,
                 "-p",
                 str(TRACKER_PORT),
                 "-P",
@@ -268,8 +273,8 @@ class Lab:
             start_new_session=True,
         )
         self._procs.append(proc)
-        if not _wait_tcp(TRACKER_IP, TRACKER_PORT, 10.0):
-            raise LabError(f"opentracker did not listen on {TRACKER_IP}:{TRACKER_PORT}")
+        if not _wait_tcp(self.tracker_ip, TRACKER_PORT, 10.0):
+            raise LabError(f"opentracker did not listen on {self.tracker_ip}:{TRACKER_PORT}")
 
     def status(self) -> list[dict[str, Any]]:
         out = []

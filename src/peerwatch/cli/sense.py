@@ -1,0 +1,157 @@
+"""`peerwatch sense ...`: run a sensor over the watched content."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from peerwatch.cli.context import app_of, err, out
+from peerwatch.domain.hashes import HashKind, HashParseError, parse_hash
+from peerwatch.domain.torrents import WatchedTorrent
+from peerwatch.errors import InputError
+from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
+from peerwatch.transport.egress import LOOPBACK, EgressPolicy
+from peerwatch.transport.peer_probe import ProbeConfig
+
+cli = typer.Typer(help="Sensors: find who offers watched content and prove it.")
+
+
+def _endpoint(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port) if default_port else ""
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise InputError(f"{text!r} is not HOST:PORT", source="command line", field=what) from None
+    if not 0 < number < 65536:
+        raise InputError(f"port {number} out of range", source="command line", field=what)
+    return host, number
+
+
+def _torrents_from(hashes: list[str]) -> list[WatchedTorrent]:
+    out = []
+    for i, text in enumerate(hashes, start=1):
+        try:
+            d = parse_hash(text)
+        except HashParseError as exc:
+            raise InputError(str(exc), source="command line", location=f"--infohash {i}") from None
+        if d.kind is HashKind.SHA1_OR_BTIH:
+            out.append(WatchedTorrent.from_hashes(d.value, None))
+        elif d.kind is HashKind.SHA256_OR_BTMH:
+            out.append(WatchedTorrent.from_hashes(None, d.value))
+        else:
+            raise InputError(
+                "an infohash is 40 hex digits (v1) or 64 (v2)",
+                source="command line",
+                location=f"--infohash {i}",
+            )
+    return out
+
+
+def _progress_table(stats: SweepStats, started: float) -> Table:
+    table = Table(
+        "elapsed",
+        "sweeps",
+        "torrents swept",
+        "peers claimed",
+        "peers probed",
+        "peers proven",
+        "observations written",
+    )
+    table.add_row(
+        f"{time.monotonic() - started:.0f} s",
+        str(stats.sweeps),
+        str(stats.torrents),
+        str(stats.claims),
+        str(stats.candidates),
+        str(stats.proven),
+        str(stats.observations),
+    )
+    return table
+
+
+@cli.command("bittorrent")
+def bittorrent(
+    ctx: typer.Context,
+    duration: Annotated[
+        float, typer.Option(help="Keep sweeping for this many seconds (0: one sweep).")
+    ] = 0.0,
+    bind: Annotated[
+        str, typer.Option(help="Local IP[:PORT] for every socket; the port is the DHT node's.")
+    ] = "127.0.3.1:6881",
+    dht_node: Annotated[
+        list[str] | None, typer.Option("--dht-node", help="DHT node HOST:PORT to start from.")
+    ] = None,
+    tracker: Annotated[
+        list[str] | None, typer.Option("--tracker", help="Tracker URL announced to as well.")
+    ] = None,
+    infohash: Annotated[
+        list[str] | None,
+        typer.Option("--infohash", help="Sweep this infohash (hex) instead of the watchlist."),
+    ] = None,
+    dht: Annotated[bool, typer.Option(help="Use the DHT (needs --dht-node).")] = True,
+    trackers: Annotated[bool, typer.Option(help="Announce to trackers.")] = True,
+    allow_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-network",
+            help="Also allow traffic to this CIDR (default: loopback only, 127.0.0.0/8 and ::1).",
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Probes in flight at once.")] = 64,
+) -> None:
+    """Sweep watched torrents: DHT and tracker claims, then a probe of every claimed peer.
+
+    Every claim and every probe result (possession or not) is appended to the evidence log.
+    """
+    app = app_of(ctx)
+    ip, port = _endpoint(bind, "--bind", 6881)
+    torrents = _torrents_from(infohash) if infohash else app.watchlist.watched_torrents()
+    if not torrents:
+        raise InputError("nothing to sweep: the watchlist has no torrent (or give --infohash)")
+    nodes = tuple(_endpoint(n, "--dht-node") for n in dht_node or [])
+    egress = EgressPolicy((*LOOPBACK, *(allow_network or [])))
+    config = SweepConfig(
+        probe=ProbeConfig(peer_id=b"-PW0010-" + secrets.token_hex(6).encode(), bind_ip=ip),
+        bind_ip=ip,
+        dht_port=port,
+        dht_nodes=nodes,
+        trackers=tuple(tracker or []),
+        use_dht=dht and bool(nodes),
+        use_trackers=trackers,
+        probe_concurrency=concurrency,
+    )
+    if dht and not nodes:
+        err.print("[yellow]note[/]: no --dht-node given: the DHT is not used")
+    log = app.evidence
+    started = time.monotonic()
+
+    async def run() -> SweepStats:
+        with Live(_progress_table(SweepStats(), started), console=err, transient=True) as live:
+            async with BitTorrentSweep(
+                config, log, egress, progress=lambda s: live.update(_progress_table(s, started))
+            ) as sweep:
+                stats = await sweep.sweep(torrents)
+                while time.monotonic() - started < duration:
+                    stats = await sweep.sweep(torrents)
+                return stats
+
+    stats = asyncio.run(run())
+    out.print(_progress_table(stats, started))
+    for key, peers in sorted(stats.per_torrent.items()):
+        shown = ", ".join(f"{a}:{p}" for a, p in sorted(peers))
+        out.print(f"{escape(key)}: possession proven for {len(peers)} peer(s): {escape(shown)}")
+    if egress.denied or stats.refused_by_egress:
+        out.print(
+            f"[yellow]{egress.denied + stats.refused_by_egress} destination(s) outside the "
+            "allowed networks were not contacted[/] (see --allow-network)"
+        )
