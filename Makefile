@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/bench_index.py
 	$(PY) benchmarks/bench_evidence.py
 	$(PY) benchmarks/bench_import.py
+	$(PY) benchmarks/bench_bittorrent.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
