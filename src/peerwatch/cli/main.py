@@ -11,7 +11,7 @@ from rich.markup import escape
 
 import peerwatch
 from peerwatch.app import App
-from peerwatch.cli import demo, evidence, lab, sense, watchlist
+from peerwatch.cli import demo, evidence, lab, sense, verify_peer, watchlist
 from peerwatch.cli.context import err
 from peerwatch.errors import PeerwatchError
 from peerwatch.settings import Settings
@@ -32,6 +32,7 @@ cli.add_typer(lab.cli, name="lab")
 cli.add_typer(sense.cli, name="sense")
 cli.command("observations")(evidence.observations)
 cli.command("demo")(demo.demo)
+cli.command("verify-peer")(verify_peer.verify_peer)
 
 
 def _version(value: bool) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from peerwatch.errors import ProtocolError
 from peerwatch.protocols.bittorrent.bencode import bdecode
@@ -85,6 +86,18 @@ class Metainfo:
     announce_list: tuple[tuple[str, ...], ...]  # BEP 12 tiers
     private: bool  # BEP 27
     info_bytes: bytes  # the bencoded info dict exactly as in the file (also what BEP 9 serves)
+    #: BEP 52 top-level 'piece layers': pieces root -> the file's concatenated 32-byte piece
+    #: hashes. Outside the info dict, so not covered by the infohash: check a layer against its
+    #: file's pieces root before trusting it. Empty for v1 torrents and for BEP 9 metadata.
+    piece_layers: Mapping[bytes, bytes] = field(default_factory=dict, hash=False, repr=False)
+
+    def piece_layer(self, f: MetainfoFile) -> bytes | None:
+        """The file's BEP 52 piece layer (concatenated SHA-256 piece hashes), or None when the
+        torrent carries none for it. A file of at most one piece never has one (BEP 52): its
+        pieces root is the only hash."""
+        if f.pieces_root is None:
+            return None
+        return self.piece_layers.get(f.pieces_root)
 
     @property
     def version(self) -> str:
@@ -353,7 +366,32 @@ def _decode(root: _Dict, info_bytes: bytes, *, max_files: int) -> Metainfo:
         announce_list=_announce_list(root),
         private=private == 1,
         info_bytes=info_bytes,
+        piece_layers=_piece_layers(root) if is_v2 else {},
     )
+
+
+def _piece_layers(root: _Dict) -> dict[bytes, bytes]:
+    """BEP 52 'piece layers': a dict keyed by 32-byte pieces roots, each value the concatenated
+    32-byte hashes of that file's pieces. Shapes are checked here; the hashes are checked against
+    the pieces root by whoever relies on them (the dict is outside the signed info dict)."""
+    raw = root.get(b"piece layers")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise MetainfoError("not a dictionary", field="piece layers")
+    out: dict[bytes, bytes] = {}
+    for key, value in raw.items():
+        if len(key) != _SHA256_LEN:
+            raise MetainfoError(f"key of {len(key)} bytes, expected 32", field="piece layers")
+        where = f"piece layers[{key.hex()}]"
+        if not isinstance(value, bytes):
+            raise MetainfoError("not a byte string", field=where)
+        if not value or len(value) % _SHA256_LEN:
+            raise MetainfoError(
+                f"length {len(value)} is not a positive multiple of 32", field=where
+            )
+        out[key] = value
+    return out
 
 
 def _name(info: _Dict, raw: bytes) -> str:
