@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from peerwatch.domain.torrents import WatchedTorrent
@@ -52,6 +52,8 @@ class SweepStats:
     observations: int = 0  # records appended to the evidence log
     refused_by_egress: int = 0  # addresses not contacted because the egress policy forbids them
     per_torrent: dict[str, set[tuple[str, int]]] = field(default_factory=dict)  # proven peers
+    source_errors: dict[str, str] = field(default_factory=dict)  # tracker/DHT -> its last failure
+    probe_errors: int = 0  # probes that failed on our side (recorded as outcome "sensor-error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +108,24 @@ class BitTorrentSweep:
         return self.stats
 
     async def _claims(self, torrent: WatchedTorrent) -> list[_Claim]:
-        jobs = []
+        jobs: list[tuple[str, Coroutine[object, object, list[_Claim]]]] = []
         if self._dht is not None:
-            jobs += [self._dht_claims(h) for h in torrent.lookup_hashes]
+            jobs += [("dht", self._dht_claims(h)) for h in torrent.lookup_hashes]
         if self.config.use_trackers:
             urls = dict.fromkeys((*torrent.trackers, *self.config.trackers))
-            jobs += [self._tracker_claims(url, h) for url in urls for h in torrent.lookup_hashes]
+            jobs += [
+                (url, self._tracker_claims(url, h)) for url in urls for h in torrent.lookup_hashes
+            ]
         found: list[_Claim] = []
-        for part in await asyncio.gather(*jobs):
+        # One source failing (a tracker URL from the torrent that no code path expected, say)
+        # is noted against that source; the others' claims still count.
+        parts = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
+        for (source, _job), part in zip(jobs, parts, strict=True):
+            if isinstance(part, BaseException):
+                if not isinstance(part, Exception):
+                    raise part  # cancellation and interrupts are not a source's fault
+                self.stats.source_errors[source] = f"{type(part).__name__}: {part}"
+                continue
             found.extend(part)
         self.stats.claims += len(found)
         return found
@@ -145,7 +157,9 @@ class BitTorrentSweep:
         answer = await announce(
             url, req, self._egress, timeout=cfg.tracker_timeout, bind_ip=cfg.bind_ip
         )
-        if answer.error is None:
+        if answer.error is not None:
+            self.stats.source_errors[url] = answer.error
+        else:
             # Leave the swarm again so that the tracker does not hand our address to others.
             stop = AnnounceRequest(
                 info_hash=info_hash,
@@ -201,13 +215,20 @@ class BitTorrentSweep:
 
         async def one(peer: Peer) -> Observation:
             async with gate:
-                result = await probe(
-                    peer[0],
-                    peer[1],
-                    torrent.wire_hash,
-                    self.config.probe,
-                    piece_count=torrent.piece_count,
-                )
+                started = self._clock()
+                try:
+                    result = await probe(
+                        peer[0],
+                        peer[1],
+                        torrent.wire_hash,
+                        self.config.probe,
+                        piece_count=torrent.piece_count,
+                    )
+                except Exception as exc:
+                    # `probe` turns every fault of the peer into an outcome, so this is ours; it
+                    # is recorded as such, and the other probes of the sweep go on.
+                    self.stats.probe_errors += 1
+                    return self._sensor_error(torrent, peer, started, exc)
             if result.outcome == "possession":
                 self.stats.proven += 1
                 self.stats.per_torrent.setdefault(torrent.content_key, set()).add(peer)
@@ -215,6 +236,23 @@ class BitTorrentSweep:
 
         observations = await asyncio.gather(*(one(p) for p in allowed))
         await self._record(list(observations))
+
+    def _sensor_error(
+        self, torrent: WatchedTorrent, peer: Peer, started: float, exc: Exception
+    ) -> Observation:
+        return Observation(
+            observed_ms=int(started * 1000),
+            network="bittorrent",
+            method="connect",
+            content_key=torrent.content_key,
+            ip=peer[0],
+            port=peer[1],
+            outcome="sensor-error",
+            extra={
+                "detail": f"the sensor failed while probing: {type(exc).__name__}: {exc}"[:1000],
+                "duration_ms": int((self._clock() - started) * 1000),
+            },
+        )
 
     async def _record(self, observations: list[Observation]) -> None:
         if not observations:

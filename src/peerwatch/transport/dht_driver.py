@@ -66,6 +66,11 @@ class DhtDriver:
         self._waiters: dict[int, asyncio.Future[LookupResult]] = {}
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
+        # Exceptions the node raised on a datagram or a timer: the node's fuzzing says decode
+        # never raises, so these would be our bugs; counted (and the last kept) rather than
+        # allowed to kill the timer task or lose the datagram's dispatch silently.
+        self.errors = 0
+        self.last_error: str | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,7 +111,10 @@ class DhtDriver:
         self._waiters[lookup] = fut
         self._flush()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 wait_for drops a cancellation
+            # that arrives as the awaited future completes (CPython gh-86296).
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             return result  # what was found so far; `done` stays None
         finally:
@@ -114,7 +122,16 @@ class DhtDriver:
             self._lookups.pop(lookup, None)
 
     def _received(self, data: bytes, addr: Peer) -> None:
-        self._dispatch(self.node.receive(data, addr, self._clock()))
+        if self._transport is None or self._transport.is_closing():
+            return
+        try:
+            self._dispatch(self.node.receive(data, addr, self._clock()))
+        except Exception as exc:  # see `errors`: one datagram must not break the node
+            self._error(exc)
+
+    def _error(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
 
     async def _timers(self) -> None:
         while True:
@@ -122,11 +139,16 @@ class DhtDriver:
             wait = 1.0 if due is None else max(0.0, due - self._clock())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, 1.0))
-            if due is not None and self._clock() >= due:
-                self._dispatch(self.node.on_timer(self._clock()))
-            else:
-                self._flush()
+                async with asyncio.timeout(min(wait, 1.0)):  # not wait_for: see `_wait`
+                    await self._wake.wait()
+            try:
+                if due is not None and self._clock() >= due:
+                    self._dispatch(self.node.on_timer(self._clock()))
+                else:
+                    self._flush()
+            except Exception as exc:  # the timer task is the node's only clock: keep it alive
+                self._error(exc)
+                await asyncio.sleep(0.05)  # no busy loop if the fault repeats
 
     def _dispatch(self, events: list[DhtEvent]) -> None:
         for ev in events:

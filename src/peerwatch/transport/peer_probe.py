@@ -158,26 +158,41 @@ async def _attempt(
     use_mse: bool,
     exchange: _Exchange,
 ) -> _Attempt:
+    # Timeouts are `asyncio.timeout` blocks, not `asyncio.wait_for`: on Python 3.11, wait_for
+    # drops a cancellation that arrives as the awaited operation completes (CPython gh-86296), so
+    # a peer that keeps data coming could keep a cancelled or timed-out probe alive.
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        async with asyncio.timeout(config.connect_timeout):
+            reader, writer = await asyncio.open_connection(
                 ip, port, local_addr=(config.bind_ip, 0) if config.bind_ip else None
-            ),
-            config.connect_timeout,
-        )
+            )
     except (TimeoutError, OSError) as exc:
         return _Attempt("unreachable", f"TCP connect failed: {exc or type(exc).__name__}")
+    # The conversation fills `result` as it goes, so that what the peer said before a timeout or
+    # a reset (its handshake, its pieces) is still recorded.
+    result = _Attempt("refused", "", encrypted=use_mse)
     try:
-        return await asyncio.wait_for(
-            _converse(reader, writer, info_hash, config, piece_count, use_mse, exchange),
-            config.timeout,
-        )
+        async with asyncio.timeout(config.timeout):
+            return await _converse(
+                reader, writer, info_hash, config, piece_count, use_mse, exchange, result
+            )
     except TimeoutError:
-        return _Attempt("timeout", f"no complete answer within {config.timeout:g} s")
+        # The timeout bounds the whole conversation, however slowly the peer drips its bytes.
+        waited = f"no complete answer within {config.timeout:g} s"
+        if result.have is not None:
+            result.detail += f"; then {waited}"
+            return result
+        result.outcome = "timeout"
+        result.detail = f"handshake accepted; {waited}" if result.remote is not None else waited
+        return result
+    except OSError as exc:
+        # A reset while we wrote (drain raises it), as a reset while we read: the peer closed.
+        return _closed(result, f"connection error: {exc or type(exc).__name__}")
     finally:
         writer.close()
         with contextlib.suppress(TimeoutError, OSError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
 
 
 async def _converse(
@@ -188,6 +203,7 @@ async def _converse(
     piece_count: int | None,
     use_mse: bool,
     exchange: _Exchange,
+    result: _Attempt,
 ) -> _Attempt:
     loop = asyncio.get_running_loop()
     conn = PeerConnection(info_hash, config.peer_id, now=loop.time())
@@ -214,12 +230,16 @@ async def _converse(
         send(conn.initiate())
     await writer.drain()
 
-    result = _Attempt("refused", "", encrypted=use_mse)
     answered_at: float | None = None
     while True:
-        wait = None if answered_at is None else max(0.0, answered_at + BITFIELD_GRACE - loop.time())
+        wait = None if answered_at is None else answered_at + BITFIELD_GRACE - loop.time()
         try:
-            data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
+            if wait is not None and wait <= 0:
+                # Checked before reading: a read of buffered data never waits, so a peer that
+                # keeps sending would otherwise never let the grace run out.
+                raise TimeoutError
+            async with asyncio.timeout(wait):
+                data = await reader.read(READ_SIZE)
         except TimeoutError:
             if result.have is not None:
                 return result  # pieces known; the client never named itself
@@ -233,15 +253,7 @@ async def _converse(
         else:
             reason = "the peer closed the connection"
         if not data:
-            if result.have is not None:
-                return result
-            if result.remote is None:
-                result.closed_before_handshake = True
-                result.detail = f"{reason} before its handshake (infohash refused)"
-                return result
-            result.outcome, result.have = "no-pieces", 0
-            result.detail = "handshake accepted, then the peer closed without a bitfield"
-            return result
+            return _closed(result, reason)
         exchange.received(data)
         if crypt is not None:
             try:
@@ -275,6 +287,19 @@ async def _converse(
             if conn.extensions_enabled:
                 send(conn.send_extension_handshake(client=config.client))
         await writer.drain()
+
+
+def _closed(result: _Attempt, reason: str) -> _Attempt:
+    """The connection ended (closed or reset) before the probe had all it came for."""
+    if result.have is not None:
+        return result
+    if result.remote is None:
+        result.closed_before_handshake = True
+        result.detail = f"{reason} before its handshake (infohash refused)"
+        return result
+    result.outcome, result.have = "no-pieces", 0
+    result.detail = f"handshake accepted, then {reason} without a bitfield"
+    return result
 
 
 def _absorb(result: _Attempt, events: list[peer_wire.Event], conn: PeerConnection) -> bool:

@@ -46,14 +46,22 @@ async def announce(
     bind_ip: str | None = None,
     udp_retransmit: float = 2.0,
 ) -> TrackerAnswer:
-    """Announce to one tracker; never raises for the tracker's faults (they are in `error`)."""
+    """Announce to one tracker; never raises for the tracker's faults (they are in `error`).
+
+    `timeout` bounds the whole announce. It is an `asyncio.timeout` block, not `asyncio.wait_for`:
+    on Python 3.11 wait_for drops a cancellation that arrives as the awaited operation completes
+    (CPython gh-86296), and a tracker flooding us with datagrams makes that happen every time:
+    the announce then ran for its whole BEP 15 retransmit schedule (minutes), whatever `timeout`.
+    """
     try:
         if url.startswith(("http://", "https://")):
             if url.startswith("https://"):
                 return TrackerAnswer(url, (), None, None, "https trackers are not supported yet")
-            return await asyncio.wait_for(_http(url, req, egress, bind_ip), timeout)
+            async with asyncio.timeout(timeout):
+                return await _http(url, req, egress, bind_ip)
         if url.startswith("udp://"):
-            return await asyncio.wait_for(_udp(url, req, egress, bind_ip, udp_retransmit), timeout)
+            async with asyncio.timeout(timeout):
+                return await _udp(url, req, egress, bind_ip, udp_retransmit)
         return TrackerAnswer(url, (), None, None, "unsupported tracker scheme")
     except TimeoutError:
         return TrackerAnswer(url, (), None, None, f"no answer within {timeout:g} s")
@@ -95,20 +103,34 @@ async def _http(
     )
 
 
+#: Datagrams held for the announce loop; a tracker (or anyone spoofing it) that sends faster
+#: than they are read loses the excess instead of growing our memory.
+UDP_QUEUE_LIMIT = 256
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(UDP_QUEUE_LIMIT)
+        self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        self.queue.put_nowait(data)
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped += 1
 
 
 async def _udp(
     url: str, req: AnnounceRequest, egress: EgressPolicy, bind_ip: str | None, retransmit: float
 ) -> TrackerAnswer:
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "", parts.port
-    if port is None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError as exc:
+        # A torrent's own tracker list is the uploader's text: "udp://h:99999" or "udp://[::1"
+        # is an unusable URL to record, not an exception that ends the sweep.
+        return TrackerAnswer(url, (), None, None, f"unusable tracker URL: {exc}")
+    if not port:
         return TrackerAnswer(url, (), None, None, "UDP tracker URL without a port")
     egress.check(host)
     loop = asyncio.get_running_loop()
@@ -130,12 +152,20 @@ async def _udp(
             for datagram in client.datagrams_to_send():
                 transport.sendto(datagram)
             due = client.next_timer()
-            wait = None if due is None else max(0.0, due - time.monotonic())
-            try:
-                data = await asyncio.wait_for(proto.queue.get(), wait)
-                events = client.receive(data, time.monotonic())
-            except TimeoutError:
-                events = client.on_timer(time.monotonic())
+            now = time.monotonic()
+            if due is not None and now >= due:
+                # Before reading: a queued datagram is returned without waiting, so a flood
+                # would otherwise starve the retransmit timer.
+                events = client.on_timer(now)
+                await asyncio.sleep(0)  # and the loop yields on this path too
+            else:
+                try:
+                    async with asyncio.timeout(None if due is None else due - now):
+                        data = await proto.queue.get()
+                except TimeoutError:
+                    events = client.on_timer(time.monotonic())
+                else:
+                    events = client.receive(data, time.monotonic())
             for ev in events:
                 if getattr(ev, "request_id", None) != request_id:
                     continue
