@@ -407,12 +407,12 @@ class _Session:
         self.connections.append((self.ip, self.port))
         cfg = self.config
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 wait_for can lose a cancellation
+            # (CPython gh-86296), which a flooding peer makes likely (see peer_probe).
+            async with asyncio.timeout(cfg.connect_timeout):
+                reader, writer = await asyncio.open_connection(
                     self.ip, self.port, local_addr=(cfg.bind_ip, 0) if cfg.bind_ip else None
-                ),
-                cfg.connect_timeout,
-            )
+                )
         except (TimeoutError, OSError) as exc:
             self.outcome, self.detail = "unreachable", f"TCP connect failed: {exc or 'timeout'}"
             return False
@@ -422,7 +422,8 @@ class _Session:
             self._drop_buffers()
             writer.close()
             with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, use_mse: bool
@@ -466,9 +467,8 @@ class _Session:
                 return False
             deadline, on_timeout = self._deadline()
             try:
-                data = await asyncio.wait_for(
-                    reader.read(READ_SIZE), max(0.0, deadline - loop.time())
-                )
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 if on_timeout():
                     return False
