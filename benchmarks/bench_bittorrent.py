@@ -989,14 +989,11 @@ def markdown(
         "",
         f"In {stalled} of {len(lab.ours)} rounds our lookups met unanswered queries: the lab's "
         "nodes still list the nodes of earlier rounds (and of the warm-up), now gone, as a real "
-        "DHT lists departed nodes. A `DhtNode` lookup ends only when its k closest candidates "
-        "have all answered or failed, and an unanswered query fails after "
-        f"{dcfg.query_timeout:g} s plus a retry with the timeout doubled "
-        f"({dcfg.query_timeout * 3:g} s in all), so one dead node among the k closest holds "
-        "the lookup's result back that long although every holder was claimed within "
-        "milliseconds. The *seen* column, behind libtorrent's by about the bootstrap gap, "
-        "shows the node itself is quick; `DhtDriver.bootstrap` checks the routing table every "
-        "50 ms, which is most of our bootstrap time.",
+        "DHT lists departed nodes. A `DhtNode` lookup ends when its k closest candidates have "
+        "answered, failed, or missed their first timeout (they are retried, but no longer "
+        f"hold the lookup open), so a dead node among the k closest costs "
+        f"{dcfg.query_timeout:g} s once. The driver hands peers over when a lookup ends; the "
+        "*seen* column is when the last holder's claim reached our node.",
     ]
     best = max((r for r in p.runs if r.kind == "probe"), key=lambda r: r.rate)
     goals = [

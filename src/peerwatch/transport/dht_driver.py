@@ -98,7 +98,7 @@ class DhtDriver:
         want = min(self.node.config.k, len(entry))
         deadline = self._clock() + timeout
         while len(self.node.routing) < want and self._clock() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         return len(self.node.routing)
 
     async def get_peers(self, info_hash: bytes, timeout: float = 30.0) -> LookupResult:

@@ -676,13 +676,12 @@ class DhtNode:
                 (c for c in lk.candidates.values() if c.state is not CandidateState.FAILED),
                 key=lambda c: c.dist,
             )
-            top = live[: cfg.k]
-            # A node that missed its first timeout is retried, but no longer holds the lookup
-            # open: waiting for its second timeout made every lookup with one departed node
-            # among the closest take 6 s (docs/benchmarks.md). Its late answer is still used by
-            # the routing table.
-            settled = [c for c in live if c.state is not CandidateState.RETRYING][: cfg.k]
-            if settled and all(c.state is CandidateState.RESPONDED for c in settled):
+            # A node that missed its first timeout is retried, but no longer counts among the k
+            # closest: waiting for its second timeout made every lookup with one departed node
+            # among the closest take 6 s (docs/benchmarks.md), and the next closest node must
+            # be asked meanwhile. Its late answer is still used.
+            top = [c for c in live if c.state is not CandidateState.RETRYING][: cfg.k]
+            if top and all(c.state is CandidateState.RESPONDED for c in top):
                 self._finish(lk, timed_out=False)
                 return
             if lk.queries >= cfg.max_queries_per_lookup:
