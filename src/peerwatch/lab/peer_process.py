@@ -114,6 +114,9 @@ def main(config_path: str) -> int:
             atp.flags |= lt.torrent_flags.upload_mode
         atp.flags &= ~lt.torrent_flags.auto_managed
         atp.flags &= ~lt.torrent_flags.paused
+        if t.get("download_rate_limit"):
+            # A leecher: it downloads, slowly enough to stay partial for minutes.
+            atp.download_limit = int(t["download_rate_limit"])
         handles.append(session.add_torrent(atp))
     status_file = Path(config["status_file"])
     ready = False

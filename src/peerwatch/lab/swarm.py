@@ -12,6 +12,11 @@ holds (`Lab.expected`):
     index % 5 == 3   seeds only the unwatched torrent
     index % 5 == 4   seeds the watched v1 torrent and accepts encrypted connections only (MSE)
 
+`leechers` (default none) adds peers after those: each holds a partial copy of the watched v1
+torrent (damaged pieces, like role 1) but downloads, at a very low rate, so that it stays partial
+for minutes while it connects to the other holders (found at the tracker and on the DHT) and
+exchanges PEX (BEP 11) with them. Upload-only peers never connect to each other; leechers do.
+
 Nothing here sends a packet off the machine: every listen, outgoing and announce address is in
 127.0.0.0/8, and DHT bootstrap, LSD, UPnP and NAT-PMP are off in every peer.
 """
@@ -39,6 +44,8 @@ TRACKER_IP = "127.0.2.250"
 TRACKER_PORT = 6969
 PEER_PORT = 6881
 PIECE = 16 * 1024
+#: A leecher's download limit (bytes/s): its damaged pieces take minutes to repair.
+LEECHER_RATE = 500
 
 
 class LabError(PeerwatchError):
@@ -69,6 +76,7 @@ class LabPeer:
     port: int
     holds: dict[str, str]  # torrent name -> "seed" or "partial"
     encryption: str  # "forced" or "enabled"
+    leecher: bool = False  # downloads the rest (slowly) instead of staying upload-only
 
     @property
     def name(self) -> str:
@@ -84,6 +92,7 @@ class Lab:
     tracker: bool = True
     seed: int = 1
     peer_net: str = PEER_NET  # peers get peer_net + 1..N, the tracker peer_net + 250
+    leechers: int = 0  # extra peers (after the `peers` role-cycled ones) leeching watched-v1
     torrents: dict[str, LabTorrent] = field(default_factory=dict)
     members: list[LabPeer] = field(default_factory=list)
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
@@ -165,6 +174,17 @@ class Lab:
                     "forced" if role == 4 else "enabled",
                 )
             )
+        for index in range(self.peers, self.peers + self.leechers):
+            self.members.append(
+                LabPeer(
+                    index,
+                    f"{self.peer_net}{index + 1}",
+                    PEER_PORT,
+                    {"watched-v1": "partial"},
+                    "enabled",
+                    leecher=True,
+                )
+            )
         self._write_watchlist()
         for peer in self.members:
             self._prepare_peer(peer)
@@ -194,7 +214,14 @@ class Lab:
             else:
                 shutil.copytree(t.data / name, target)
                 _damage(target, pieces=2)
-            torrents.append({"torrent": str(t.path), "save_path": str(save), "upload_only": True})
+            entry: dict[str, Any] = {
+                "torrent": str(t.path),
+                "save_path": str(save),
+                "upload_only": not peer.leecher,
+            }
+            if peer.leecher:
+                entry["download_rate_limit"] = LEECHER_RATE
+            torrents.append(entry)
         # Every other peer is a starting node: peers that start later reach the earlier ones,
         # which then learn them from the incoming queries, whatever the start order.
         bootstrap = [m for m in self.members if m.index != peer.index]

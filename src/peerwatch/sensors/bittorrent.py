@@ -6,6 +6,12 @@ observation (method `dht-get-peers` / `tracker-announce`, outcome `claim`, namin
 tracker that made it, so a ghost peer is attributable). Every distinct claimed address is then
 probed (`transport.peer_probe`) and the probe's result is recorded too: possession, no pieces, or
 the negative result (refused, unreachable, ...), which matters as much in court.
+
+With `use_pex`, peer exchange (BEP 11) adds claims: the sweep connects to the start peers
+(`pex_peers`, and every peer the DHT and trackers claimed), collects their ut_pex lists
+(`transport.pex`), then asks the peers learned that way, breadth-first for `pex_rounds` rounds.
+Each learned peer is a claim with method `pex` naming the peer that told us (and the digest of
+that exchange); all of them are then probed like any other claim.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from peerwatch.sensors.probe_evidence import probe_observation
 from peerwatch.transport.dht_driver import DhtDriver
 from peerwatch.transport.egress import EgressPolicy
 from peerwatch.transport.peer_probe import ProbeConfig, probe
+from peerwatch.transport.pex import PexResult, collect_pex
 from peerwatch.transport.tracker_client import announce
 
 
@@ -40,6 +47,11 @@ class SweepConfig:
     probe_concurrency: int = 64  # probes in flight at once
     dht_timeout: float = 30.0  # one get_peers lookup
     tracker_timeout: float = 10.0  # one announce
+    pex_peers: tuple[Peer, ...] = ()  # where peer exchange starts (besides DHT/tracker claims)
+    use_pex: bool = False
+    pex_wait: float = 75.0  # how long one peer may take to send its first ut_pex message
+    pex_rounds: int = 2  # breadth-first rounds: the start peers, then the peers they named, ...
+    pex_max_peers: int = 1000  # peers asked for PEX per torrent, at most
 
 
 @dataclass
@@ -54,15 +66,19 @@ class SweepStats:
     per_torrent: dict[str, set[tuple[str, int]]] = field(default_factory=dict)  # proven peers
     source_errors: dict[str, str] = field(default_factory=dict)  # tracker/DHT -> its last failure
     probe_errors: int = 0  # probes that failed on our side (recorded as outcome "sensor-error")
+    pex_asked: int = 0  # peers asked for their PEX list
+    pex_answered: int = 0  # of those, peers that sent at least one ut_pex message
+    pex_errors: int = 0  # PEX collections that failed on our side
 
 
 @dataclass(frozen=True, slots=True)
 class _Claim:
     peer: Peer
-    method: str  # "dht-get-peers" or "tracker-announce"
-    source: str  # the DHT node ("ip:port") or tracker URL that made the claim
+    method: str  # "dht-get-peers", "tracker-announce" or "pex"
+    source: str  # the DHT node or PEX peer ("ip:port") or tracker URL that made the claim
     source_id: str | None  # the DHT node's id (hex)
     lookup_hash: bytes
+    exchange_sha256: str | None = None  # PEX: digest of the exchange the claim came from
 
 
 class BitTorrentSweep:
@@ -99,6 +115,8 @@ class BitTorrentSweep:
         """One pass over `torrents`: claims, then probes, all recorded."""
         for torrent in torrents:
             claims = await self._claims(torrent)
+            if self.config.use_pex:
+                claims += await self._pex_claims(torrent, claims)
             await self._record(self._claim_observations(torrent, claims))
             await self._probe_all(torrent, claims)
             self.stats.torrents += 1
@@ -175,6 +193,64 @@ class BitTorrentSweep:
             _Claim((p.ip, p.port), "tracker-announce", url, None, info_hash) for p in answer.peers
         ]
 
+    async def _pex_claims(self, torrent: WatchedTorrent, known: list[_Claim]) -> list[_Claim]:
+        """Breadth-first peer exchange from the start peers and the peers already claimed."""
+        cfg = self.config
+        frontier = list(dict.fromkeys([*cfg.pex_peers, *(c.peer for c in known)]))
+        asked: set[Peer] = set()
+        found: list[_Claim] = []
+        gate = asyncio.Semaphore(cfg.probe_concurrency)
+
+        async def one(peer: Peer) -> PexResult | None:
+            async with gate:
+                try:
+                    return await collect_pex(
+                        peer[0], peer[1], torrent.wire_hash, cfg.probe, wait=cfg.pex_wait
+                    )
+                except Exception as exc:
+                    # `collect_pex` turns the peer's faults into outcomes: this one is ours.
+                    self.stats.pex_errors += 1
+                    self.stats.source_errors[f"pex {peer[0]}:{peer[1]}"] = (
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                    return None
+
+        for _round in range(cfg.pex_rounds):
+            batch = []
+            for peer in frontier:
+                if peer in asked or not self._is_candidate(peer):
+                    continue
+                if len(asked) >= cfg.pex_max_peers:
+                    break
+                asked.add(peer)
+                if not self._egress.allows(peer[0]):
+                    self.stats.refused_by_egress += 1
+                    continue
+                batch.append(peer)
+            if not batch:
+                break
+            self.stats.pex_asked += len(batch)
+            results = await asyncio.gather(*(one(p) for p in batch))
+            frontier = []
+            for peer, result in zip(batch, results, strict=True):
+                if result is None or not result.messages:
+                    continue
+                self.stats.pex_answered += 1
+                for learned in result.added:
+                    found.append(
+                        _Claim(
+                            learned,
+                            "pex",
+                            f"{peer[0]}:{peer[1]}",
+                            None,
+                            torrent.wire_hash,
+                            result.exchange_sha256,
+                        )
+                    )
+                    frontier.append(learned)
+        self.stats.claims += len(found)
+        return found
+
     def _claim_observations(
         self, torrent: WatchedTorrent, claims: list[_Claim]
     ) -> list[Observation]:
@@ -186,6 +262,8 @@ class BitTorrentSweep:
             extra: dict[str, str | int | bool | None] = {"source": c.source}
             if c.source_id:
                 extra["source_node_id"] = c.source_id
+            if c.exchange_sha256:
+                extra["exchange_sha256"] = c.exchange_sha256
             if c.lookup_hash != torrent.wire_hash:
                 extra["lookup_hash"] = c.lookup_hash.hex()
             out.append(
