@@ -42,6 +42,9 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
         "dht_prefer_verified_node_ids": False,
         "dht_enforce_node_id": False,
         "allow_multiple_connections_per_ip": True,
+        # Keep connections between peers that have nothing to trade (two partial copies): PEX
+        # names only connected peers, and the lab wants its swarm graph stable.
+        "close_redundant_connections": False,
         # libtorrent spreads DHT announces over this interval divided by the number of torrents
         # (default 15 min): a peer's second torrent would reach the DHT minutes later.
         "dht_announce_interval": 10,

@@ -213,7 +213,9 @@ class Lab:
                 shutil.copytree(t.data / name, target, copy_function=os.link)
             else:
                 shutil.copytree(t.data / name, target)
-                _damage(target, pieces=2)
+                # A leecher lacks other pieces than the partial peers, so it wants what they
+                # have and stays connected to them (and names them in its PEX messages).
+                _damage(target, pieces=2, at_start=peer.leecher)
             entry: dict[str, Any] = {
                 "torrent": str(t.path),
                 "save_path": str(save),
@@ -390,7 +392,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _damage(folder: Path, pieces: int) -> None:
+def _damage(folder: Path, pieces: int, *, at_start: bool = False) -> None:
     """Overwrite `pieces` pieces in the middle of the first file with zeros.
 
     The peer then holds a partial copy: libtorrent's check finds those pieces bad and, being
@@ -398,7 +400,7 @@ def _damage(folder: Path, pieces: int) -> None:
     first = sorted(p for p in folder.rglob("*") if p.is_file())[0]
     size = first.stat().st_size
     with first.open("r+b") as f:
-        f.seek(max(0, size // 2 - PIECE))
+        f.seek(0 if at_start else max(0, size // 2 - PIECE))
         f.write(b"\0" * PIECE * pieces)
 
 
