@@ -354,6 +354,25 @@ def build_observations(
     if keep_content is not None:
         common["keep_content_dir"] = os.fspath(keep_content)
     peer_id = result.peer_id.hex() if result.peer_id else None
+
+    def observation(
+        at: float, method: str, outcome: str, extra: dict[str, ExtraValue]
+    ) -> Observation:
+        return Observation(
+            observed_ms=int(at * 1000),
+            network="bittorrent",
+            method=method,
+            content_key=content_key,
+            ip=result.ip,
+            port=result.port,
+            client=result.client,
+            peer_id=peer_id,
+            completion_ppm=result.completion_ppm,
+            outcome=outcome,
+            exchange_sha256=result.exchange_sha256,
+            extra=extra,
+        )
+
     out: list[Observation] = []
     for p in result.pieces:
         extra: dict[str, ExtraValue] = {
@@ -364,22 +383,8 @@ def build_observations(
             "expected_hash": p.expected.hex(),
             **common,
         }
-        out.append(
-            Observation(
-                observed_ms=int(p.at * 1000),
-                network="bittorrent",
-                method=METHOD_PIECE,
-                content_key=content_key,
-                ip=result.ip,
-                port=result.port,
-                client=result.client,
-                peer_id=peer_id,
-                completion_ppm=result.completion_ppm,
-                outcome="possession" if p.ok else "piece-failed",
-                exchange_sha256=result.exchange_sha256,
-                extra=extra,
-            )
-        )
+        outcome = "possession" if p.ok else "piece-failed"
+        out.append(observation(p.at, METHOD_PIECE, outcome, extra))
     summary: dict[str, ExtraValue] = {
         "detail": result.detail,
         "piece_count": result.total,
@@ -408,20 +413,5 @@ def build_observations(
             for f in kept
         ]
         summary["files_not_kept"] = list[ExtraValue](not_kept)
-    out.append(
-        Observation(
-            observed_ms=int(result.started * 1000),
-            network="bittorrent",
-            method=METHOD_SUMMARY,
-            content_key=content_key,
-            ip=result.ip,
-            port=result.port,
-            client=result.client,
-            peer_id=peer_id,
-            completion_ppm=result.completion_ppm,
-            outcome=result.outcome,
-            exchange_sha256=result.exchange_sha256,
-            extra=summary,
-        )
-    )
+    out.append(observation(result.started, METHOD_SUMMARY, result.outcome, summary))
     return out

@@ -692,13 +692,14 @@ class DhtNode:
                 1 for c in lk.candidates.values() if c.state is CandidateState.IN_FLIGHT
             )
             changed = False
+            retrying = self._retrying()  # once per pass, not once per candidate
             for c in top:
                 if in_flight >= cfg.alpha or lk.queries >= cfg.max_queries_per_lookup:
                     break
                 if c.state is not CandidateState.FRESH:
                     continue
                 backoff = self._backoff.get(c.addr)
-                if (backoff is not None and backoff[0] > now) or c.addr in self._retrying():
+                if (backoff is not None and backoff[0] > now) or c.addr in retrying:
                     self._step(lk, c.addr, LookupInput.SKIPPED)
                     changed = True
                     break  # the top k changed: recompute
