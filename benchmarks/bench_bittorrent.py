@@ -585,25 +585,14 @@ def probe_bench(n: int, levels: list[int], hold_target: int, seed: int = SEED) -
 LT_CLIENT = r"""
 import json, sys, time
 import libtorrent as lt
+from peerwatch.lab.peer_process import settings
 
 cfg = json.loads(sys.argv[1])
 ip = cfg["ip"]
 cat = lt.alert.category_t
-pack = {
-    "listen_interfaces": f"{ip}:6881",
-    "outgoing_interfaces": ip,
-    "enable_dht": True,
-    "dht_bootstrap_nodes": "",
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "dht_restrict_routing_ips": False,
-    "dht_restrict_search_ips": False,
-    "dht_ignore_dark_internet": False,
-    "dht_prefer_verified_node_ids": False,
-    "dht_enforce_node_id": False,
-    "alert_mask": cat.dht_operation_notification | cat.dht_notification | cat.error_notification,
-}
+# The lab's own loopback-only settings (no bootstrap, LSD, UPnP, NAT-PMP), with DHT alerts.
+pack = settings({"name": "bench-libtorrent", "ip": ip, "port": 6881})
+pack["alert_mask"] = cat.dht_operation_notification | cat.dht_notification | cat.error_notification
 targets = {name: ([bytes.fromhex(h) for h in t["hashes"]], {tuple(p) for p in t["holders"]})
            for name, t in cfg["targets"].items()}
 found = {name: set() for name in targets}
