@@ -10,9 +10,6 @@ observation carries a digest of the raw exchange.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +25,17 @@ from peerwatch.protocols.bittorrent.peer_wire import (
     PeerConnection,
     PeerWireError,
 )
+from peerwatch.transport.wire_stream import (
+    READ_SIZE,
+    Exchange,
+    WireStream,
+    close_stream,
+    open_stream,
+)
 
 #: How long a peer may stay silent after its handshake before we call its completion "none
 #: announced": BEP 3 allows omitting the bitfield when a peer has no piece.
 BITFIELD_GRACE = 2.0
-READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +80,6 @@ class ProbeResult:
         return self.have * 1_000_000 // self.total
 
 
-class _Exchange:
-    """Hash of the raw bytes in both directions: b'>' + len + bytes for ours, b'<' for theirs."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def sent(self, data: bytes) -> None:
-        self._h.update(b">" + len(data).to_bytes(4, "big") + data)
-
-    def received(self, data: bytes) -> None:
-        self._h.update(b"<" + len(data).to_bytes(4, "big") + data)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
 @dataclass
 class _Attempt:
     outcome: str
@@ -117,7 +104,7 @@ async def probe(
 ) -> ProbeResult:
     """Probe `ip:port` for `info_hash`. Never raises for the peer's faults: they are outcomes."""
     started = clock()
-    exchange = _Exchange()
+    exchange = Exchange()
     modes = {"auto": [False, True], "plain": [False], "mse": [True]}[config.encryption]
     attempt = _Attempt("unreachable", "not tried")
     details = []
@@ -156,16 +143,15 @@ async def _attempt(
     config: ProbeConfig,
     piece_count: int | None,
     use_mse: bool,
-    exchange: _Exchange,
+    exchange: Exchange,
 ) -> _Attempt:
     # Timeouts are `asyncio.timeout` blocks, not `asyncio.wait_for`: on Python 3.11, wait_for
     # drops a cancellation that arrives as the awaited operation completes (CPython gh-86296), so
     # a peer that keeps data coming could keep a cancelled or timed-out probe alive.
     try:
-        async with asyncio.timeout(config.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                ip, port, local_addr=(config.bind_ip, 0) if config.bind_ip else None
-            )
+        reader, writer = await open_stream(
+            ip, port, bind_ip=config.bind_ip, timeout=config.connect_timeout
+        )
     except (TimeoutError, OSError) as exc:
         return _Attempt("unreachable", f"TCP connect failed: {exc or type(exc).__name__}")
     # The conversation fills `result` as it goes, so that what the peer said before a timeout or
@@ -189,10 +175,7 @@ async def _attempt(
         # A reset while we wrote (drain raises it), as a reset while we read: the peer closed.
         return _closed(result, f"connection error: {exc or type(exc).__name__}")
     finally:
-        writer.close()
-        with contextlib.suppress(TimeoutError, OSError):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
+        await close_stream(writer)
 
 
 async def _converse(
@@ -202,32 +185,16 @@ async def _converse(
     config: ProbeConfig,
     piece_count: int | None,
     use_mse: bool,
-    exchange: _Exchange,
+    exchange: Exchange,
     result: _Attempt,
 ) -> _Attempt:
     loop = asyncio.get_running_loop()
     conn = PeerConnection(info_hash, config.peer_id, now=loop.time())
     if piece_count is not None:
         conn.set_piece_count(piece_count)
-    crypt: mse.MseInitiator | None = None
-    established = not use_mse
-
-    def send(data: bytes) -> None:
-        exchange.sent(data)
-        writer.write(crypt.encrypt(data) if crypt is not None and established else data)
-
-    if use_mse:
-        crypt = mse.MseInitiator(
-            info_hash,
-            os.urandom,
-            crypto_provide=mse.CRYPTO_RC4,
-            initial_payload=conn.initiate(),
-        )
-        first = crypt.start()
-        exchange.sent(first)
-        writer.write(first)
-    else:
-        send(conn.initiate())
+    stream = WireStream(
+        writer, exchange, info_hash=info_hash, handshake=conn.initiate(), use_mse=use_mse
+    )
     await writer.drain()
 
     answered_at: float | None = None
@@ -254,22 +221,14 @@ async def _converse(
             reason = "the peer closed the connection"
         if not data:
             return _closed(result, reason)
-        exchange.received(data)
-        if crypt is not None:
-            try:
-                mse_events, data = crypt.receive(data)
-            except mse.MseError as exc:
-                result.outcome, result.detail = "protocol-error", f"MSE: {exc}"
-                return result
-            for ev in mse_events:
-                if isinstance(ev, mse.MseOutgoing):
-                    exchange.sent(ev.data)
-                    writer.write(ev.data)
-                elif isinstance(ev, mse.MseEstablished):
-                    established = True
-            if not data:
-                await writer.drain()
-                continue
+        try:
+            data = stream.unwrap(data)
+        except mse.MseError as exc:
+            result.outcome, result.detail = "protocol-error", f"MSE: {exc}"
+            return result
+        if not data:
+            await writer.drain()
+            continue
         try:
             events = conn.receive(data, loop.time())
         except PeerWireError as exc:
@@ -285,7 +244,7 @@ async def _converse(
         if result.remote is not None and answered_at is None:
             answered_at = loop.time()
             if conn.extensions_enabled:
-                send(conn.send_extension_handshake(client=config.client))
+                stream.send(conn.send_extension_handshake(client=config.client))
         await writer.drain()
 
 

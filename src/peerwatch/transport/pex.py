@@ -15,8 +15,6 @@ difference every 60 s after that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +29,14 @@ from peerwatch.protocols.bittorrent.peer_wire import (
     PeerWireError,
     PexPeers,
 )
-from peerwatch.transport.peer_probe import READ_SIZE, ProbeConfig, _Exchange
+from peerwatch.transport.peer_probe import ProbeConfig
+from peerwatch.transport.wire_stream import (
+    READ_SIZE,
+    Exchange,
+    WireStream,
+    close_stream,
+    open_stream,
+)
 
 #: At most this many distinct peers are kept from one connection (a bound on what a hostile peer
 #: can make us hold and probe); libtorrent sends at most 50 per message.
@@ -92,7 +97,7 @@ async def collect_pex(
 ) -> PexResult:
     """Ask `ip:port` for its PEX list on `info_hash`. Never raises for the peer's faults."""
     started = clock()
-    exchange = _Exchange()
+    exchange = Exchange()
     modes = {"auto": [False, True], "plain": [False], "mse": [True]}[config.encryption]
     state = _State("unreachable", "not tried")
     details = []
@@ -126,15 +131,14 @@ async def _attempt(
     info_hash: bytes,
     config: ProbeConfig,
     use_mse: bool,
-    exchange: _Exchange,
+    exchange: Exchange,
     wait: float,
     messages: int,
 ) -> _State:
     try:
-        async with asyncio.timeout(config.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                ip, port, local_addr=(config.bind_ip, 0) if config.bind_ip else None
-            )
+        reader, writer = await open_stream(
+            ip, port, bind_ip=config.bind_ip, timeout=config.connect_timeout
+        )
     except (TimeoutError, OSError) as exc:
         return _State("unreachable", f"TCP connect failed: {exc or type(exc).__name__}")
     state = _State(encrypted=use_mse)
@@ -147,10 +151,7 @@ async def _attempt(
     except OSError as exc:
         _closed(state, f"connection error: {exc or type(exc).__name__}")
     finally:
-        writer.close()
-        with contextlib.suppress(TimeoutError, OSError):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
+        await close_stream(writer)
     return state
 
 
@@ -160,7 +161,7 @@ async def _converse(
     info_hash: bytes,
     config: ProbeConfig,
     use_mse: bool,
-    exchange: _Exchange,
+    exchange: Exchange,
     state: _State,
     wait: float,
     messages: int,
@@ -168,22 +169,10 @@ async def _converse(
 ) -> None:
     loop = asyncio.get_running_loop()
     conn = PeerConnection(info_hash, config.peer_id, now=loop.time())
-    crypt: mse.MseInitiator | None = None
-    established = not use_mse
-
-    def send(data: bytes) -> None:
-        exchange.sent(data)
-        writer.write(crypt.encrypt(data) if crypt is not None and established else data)
-
-    if use_mse:
-        crypt = mse.MseInitiator(
-            info_hash, os.urandom, crypto_provide=mse.CRYPTO_RC4, initial_payload=conn.initiate()
-        )
-        first = crypt.start()
-        exchange.sent(first)
-        writer.write(first)
-    else:
-        send(conn.initiate())
+    stream = WireStream(
+        writer, exchange, info_hash=info_hash, handshake=conn.initiate(), use_mse=use_mse
+    )
+    send = stream.send
     await writer.drain()
     last_sent = loop.time()
 
@@ -205,22 +194,14 @@ async def _converse(
         if not data:
             _closed(state, "the peer closed the connection")
             return
-        exchange.received(data)
-        if crypt is not None:
-            try:
-                mse_events, data = crypt.receive(data)
-            except mse.MseError as exc:
-                state.outcome, state.detail = "protocol-error", f"MSE: {exc}"
-                return
-            for ev in mse_events:
-                if isinstance(ev, mse.MseOutgoing):
-                    exchange.sent(ev.data)
-                    writer.write(ev.data)
-                elif isinstance(ev, mse.MseEstablished):
-                    established = True
-            if not data:
-                await writer.drain()
-                continue
+        try:
+            data = stream.unwrap(data)
+        except mse.MseError as exc:
+            state.outcome, state.detail = "protocol-error", f"MSE: {exc}"
+            return
+        if not data:
+            await writer.drain()
+            continue
         try:
             events = conn.receive(data, loop.time())
         except PeerWireError as exc:

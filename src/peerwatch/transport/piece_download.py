@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +54,14 @@ from peerwatch.protocols.bittorrent.peer_wire import (
     Unchoke,
 )
 from peerwatch.transport.egress import EgressPolicy
-from peerwatch.transport.peer_probe import BITFIELD_GRACE, READ_SIZE, _Exchange
+from peerwatch.transport.peer_probe import BITFIELD_GRACE
+from peerwatch.transport.wire_stream import (
+    READ_SIZE,
+    Exchange,
+    WireStream,
+    close_stream,
+    open_stream,
+)
 
 MERKLE_BLOCK = 16 * 1024  # BEP 52: merkle leaves are SHA-256 of 16 KiB blocks
 ZERO_HASH = bytes(32)  # BEP 52: leaves beyond the end of a file are zero
@@ -368,7 +374,7 @@ class _Session:
         self.limit = limit
         self.clock = clock
         self.started = clock()
-        self.exchange = _Exchange()
+        self.exchange = Exchange()
         self.connections: list[tuple[str, int]] = []
         self.results: list[PieceResult] = []
         self.metainfo = metainfo
@@ -407,12 +413,9 @@ class _Session:
         self.connections.append((self.ip, self.port))
         cfg = self.config
         try:
-            # `asyncio.timeout`, not `wait_for`: on Python 3.11 wait_for can lose a cancellation
-            # (CPython gh-86296), which a flooding peer makes likely (see peer_probe).
-            async with asyncio.timeout(cfg.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.ip, self.port, local_addr=(cfg.bind_ip, 0) if cfg.bind_ip else None
-                )
+            reader, writer = await open_stream(
+                self.ip, self.port, bind_ip=cfg.bind_ip, timeout=cfg.connect_timeout
+            )
         except (TimeoutError, OSError) as exc:
             self.outcome, self.detail = "unreachable", f"TCP connect failed: {exc or 'timeout'}"
             return False
@@ -420,10 +423,7 @@ class _Session:
             return await self._converse(reader, writer, use_mse)
         finally:
             self._drop_buffers()
-            writer.close()
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+            await close_stream(writer)
 
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, use_mse: bool
@@ -433,34 +433,26 @@ class _Session:
         self.conn = conn
         if self.plan is not None:
             conn.set_piece_count(self.plan.count)
-        crypt: mse.MseInitiator | None = None
-        established = not use_mse
+        stream = WireStream(
+            writer,
+            self.exchange,
+            info_hash=self.info_hash,
+            handshake=conn.initiate(),
+            use_mse=use_mse,
+        )
+        # Requests wait here until MSE is established, then go out in one write per pass.
         out = bytearray()
 
         def send(data: bytes) -> None:
             out.extend(data)
 
-        if use_mse:
-            crypt = mse.MseInitiator(
-                self.info_hash,
-                os.urandom,
-                crypto_provide=mse.CRYPTO_RC4,
-                initial_payload=conn.initiate(),
-            )
-            first = crypt.start()
-            self.exchange.sent(first)
-            writer.write(first)
-        else:
-            send(conn.initiate())
         self.send = send
         self.t_start = loop.time()
         self.t_phase = self.t_start
         while True:
-            if out and established:
-                data_out = bytes(out)
+            if out and stream.established:
+                stream.send(bytes(out))
                 out.clear()
-                self.exchange.sent(data_out)
-                writer.write(crypt.encrypt(data_out) if crypt is not None else data_out)
             with contextlib.suppress(OSError):
                 await writer.drain()
             if self.done:
@@ -477,21 +469,13 @@ class _Session:
                 return self._closed(f"connection error: {exc}")
             if not data:
                 return self._closed("the peer closed the connection")
-            self.exchange.received(data)
-            if crypt is not None:
-                try:
-                    mse_events, data = crypt.receive(data)
-                except mse.MseError as exc:
-                    self._end("protocol-error", f"MSE: {exc}")
-                    return False
-                for mev in mse_events:
-                    if isinstance(mev, mse.MseOutgoing):
-                        self.exchange.sent(mev.data)
-                        writer.write(mev.data)
-                    elif isinstance(mev, mse.MseEstablished):
-                        established = True
-                if not data:
-                    continue
+            try:
+                data = stream.unwrap(data)
+            except mse.MseError as exc:
+                self._end("protocol-error", f"MSE: {exc}")
+                return False
+            if not data:
+                continue
             try:
                 events = conn.receive(data, loop.time())
             except PeerWireError as exc:
