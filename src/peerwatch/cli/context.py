@@ -12,7 +12,8 @@ from peerwatch.app import App
 # Piped output (files, CI logs, `| less`) gets wide lines instead of rich's 80-column default, so
 # tables keep one observation per line; on a terminal rich follows the terminal's width.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Errors never wrap: a path cut in two cannot be pasted back, and a wrapped message splits greps.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def app_of(ctx: typer.Context) -> App:

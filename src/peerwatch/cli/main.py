@@ -11,7 +11,17 @@ from rich.markup import escape
 
 import peerwatch
 from peerwatch.app import App
-from peerwatch.cli import demo, evidence, lab, sense, verify_peer, watchlist
+from peerwatch.cli import (
+    demo,
+    enrich,
+    evidence,
+    lab,
+    leads,
+    operation,
+    sense,
+    verify_peer,
+    watchlist,
+)
 from peerwatch.cli.context import err
 from peerwatch.errors import PeerwatchError
 from peerwatch.settings import Settings
@@ -30,6 +40,12 @@ cli.add_typer(watchlist.cli, name="watchlist")
 cli.add_typer(evidence.cli, name="evidence")
 cli.add_typer(lab.cli, name="lab")
 cli.add_typer(sense.cli, name="sense")
+cli.add_typer(enrich.geoip_cli, name="geoip")
+cli.add_typer(enrich.netflags_cli, name="netflags")
+cli.add_typer(enrich.jurisdictions_cli, name="jurisdictions")
+cli.add_typer(enrich.units_cli, name="units")
+cli.add_typer(leads.target_cli, name="target")
+cli.add_typer(operation.operation_cli, name="operation")
 cli.command("observations")(evidence.observations)
 cli.command("demo")(demo.demo)
 cli.command("verify-peer")(verify_peer.verify_peer)

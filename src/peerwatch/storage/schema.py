@@ -119,3 +119,9 @@ evidence_records = Table(
     Index("ix_evidence_records_content_key", "content_key"),
     Index("ix_evidence_records_ip", "ip"),
 )
+
+# --- enrichment (migration 0002) ---
+
+# --- targets (migration 0003) ---
+
+# --- lead workflow (migration 0004) ---
