@@ -13,7 +13,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from peerwatch.protocols.bittorrent.dht import DhtConfig, DhtEvent, DhtNode, LookupDone, PeersFound
+from peerwatch.protocols.bittorrent.dht import (
+    DhtConfig,
+    DhtEvent,
+    DhtNode,
+    LookupDone,
+    PeersFound,
+    SamplesReceived,
+)
 from peerwatch.protocols.bittorrent.krpc import Peer
 from peerwatch.protocols.bittorrent.node_id import random_node_id
 from peerwatch.transport.egress import EgressPolicy
@@ -23,6 +30,7 @@ from peerwatch.transport.egress import EgressPolicy
 class LookupResult:
     info_hash: bytes
     found: list[PeersFound] = field(default_factory=list)  # claims, with the node that made each
+    samples: list[SamplesReceived] = field(default_factory=list)  # BEP 51 answers
     done: LookupDone | None = None
 
     @property
@@ -105,6 +113,12 @@ class DhtDriver:
         lookup = self.node.get_peers(info_hash, self._clock())
         return await self._wait(lookup, info_hash, timeout)
 
+    async def sample_infohashes(self, target: bytes, timeout: float = 30.0) -> LookupResult:
+        """BEP 51: walk toward `target` asking each node for a sample of the infohashes it
+        stores; `samples` of the result holds every answer with the node that gave it."""
+        lookup = self.node.sample_infohashes(target, self._clock())
+        return await self._wait(lookup, target, timeout)
+
     async def _wait(self, lookup: int, info_hash: bytes, timeout: float) -> LookupResult:
         result = self._lookups.setdefault(lookup, LookupResult(info_hash))
         fut: asyncio.Future[LookupResult] = asyncio.get_running_loop().create_future()
@@ -156,6 +170,10 @@ class DhtDriver:
                 result = self._lookups.get(ev.lookup)
                 if result is not None:
                     result.found.append(ev)
+            elif isinstance(ev, SamplesReceived):
+                result = self._lookups.get(ev.lookup)
+                if result is not None:
+                    result.samples.append(ev)
             elif isinstance(ev, LookupDone):
                 result = self._lookups.get(ev.lookup)
                 if result is not None:
