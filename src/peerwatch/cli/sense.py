@@ -12,12 +12,15 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from peerwatch.app import App
 from peerwatch.cli.context import app_of, err, out
 from peerwatch.domain.hashes import HashKind, HashParseError, parse_hash
 from peerwatch.domain.torrents import WatchedTorrent
 from peerwatch.errors import InputError
 from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
+from peerwatch.sensors.discovery import Discovery, DiscoveryConfig, DiscoveryStats
 from peerwatch.transport.egress import LOOPBACK, EgressPolicy
+from peerwatch.transport.metadata_fetch import MetadataFetchConfig
 from peerwatch.transport.peer_probe import ProbeConfig
 
 cli = typer.Typer(help="Sensors: find who offers watched content and prove it.")
@@ -79,6 +82,69 @@ def _progress_table(stats: SweepStats, started: float) -> Table:
     return table
 
 
+def _discovery_table(stats: DiscoveryStats, started: float) -> Table:
+    table = Table(
+        "elapsed",
+        "walks",
+        "nodes sampled",
+        "samples seen",
+        "new infohashes",
+        "metadata fetched",
+        "matches",
+        "derived entries",
+    )
+    table.add_row(
+        f"{time.monotonic() - started:.0f} s",
+        str(stats.walks),
+        str(stats.nodes_sampled),
+        str(stats.samples),
+        str(stats.distinct - stats.already_watched),
+        str(stats.fetched),
+        str(stats.matched),
+        str(stats.derived),
+    )
+    return table
+
+
+def _discover(
+    config: DiscoveryConfig, app: App, egress: EgressPolicy, started: float
+) -> DiscoveryStats:
+    async def run() -> DiscoveryStats:
+        with Live(_discovery_table(DiscoveryStats(), started), console=err, transient=True) as live:
+            async with Discovery(
+                config,
+                app.watchlist,
+                app.evidence,
+                egress,
+                progress=lambda s: live.update(_discovery_table(s, started)),
+            ) as discovery:
+                return await discovery.run()
+
+    stats = asyncio.run(run())
+    out.print(_discovery_table(stats, started))
+    out.print(
+        f"discovery: {stats.walks} walk(s), {stats.nodes_sampled} node(s) sampled, "
+        f"{stats.samples} sample(s), {stats.distinct - stats.already_watched} new infohash(es), "
+        f"{stats.fetched} metadata fetched, {stats.matched} match(es), "
+        f"{stats.derived} derived entr{'y' if stats.derived == 1 else 'ies'}"
+    )
+    for t in stats.derived_torrents:
+        out.print(f"derived: {escape(t.content_key)} {escape(t.name or '')}")
+    if stats.early_requests:
+        out.print(
+            f"{stats.early_requests} BEP 51 answer(s) came from nodes asked again within their "
+            "interval"
+        )
+    if stats.fetch_failures:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(stats.fetch_failures.items()))
+        out.print(f"metadata not obtained: {escape(shown)}")
+    if stats.errors:
+        err.print(
+            f"[red]{stats.errors} error(s) on our side[/], last: {escape(stats.last_error or '')}"
+        )
+    return stats
+
+
 @cli.command("bittorrent")
 def bittorrent(
     ctx: typer.Context,
@@ -108,20 +174,64 @@ def bittorrent(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Probes in flight at once.")] = 64,
+    discover: Annotated[
+        bool,
+        typer.Option(
+            "--discover",
+            help="Discovery mode: sample the DHT (BEP 51), fetch unwatched torrents' metadata "
+            "(BEP 9), add those whose files are watched to the 'derived' list, then sweep them.",
+        ),
+    ] = False,
+    walks: Annotated[
+        int, typer.Option(help="With --discover: BEP 51 walks toward random targets, at most.")
+    ] = 8,
+    peers_per_torrent: Annotated[
+        int, typer.Option(help="With --discover: peers asked for one torrent's metadata.")
+    ] = 3,
 ) -> None:
     """Sweep watched torrents: DHT and tracker claims, then a probe of every claimed peer.
 
     Every claim and every probe result (possession or not) is appended to the evidence log.
+    With --discover, first find unwatched torrents whose files are watched and add them.
     """
     app = app_of(ctx)
     ip, port = _endpoint(bind, "--bind", 6881)
-    torrents = _torrents_from(infohash) if infohash else app.watchlist.watched_torrents()
-    if not torrents:
-        raise InputError("nothing to sweep: the watchlist has no torrent (or give --infohash)")
     nodes = tuple(_endpoint(n, "--dht-node") for n in dht_node or [])
     egress = EgressPolicy((*LOOPBACK, *(allow_network or [])))
+    peer_id = b"-PW0010-" + secrets.token_hex(6).encode()
+    started = time.monotonic()
+    if discover:
+        if infohash:
+            raise InputError("--discover looks for new torrents: it takes no --infohash")
+        if not nodes:
+            raise InputError("--discover samples the DHT: give at least one --dht-node")
+        if walks < 1 or peers_per_torrent < 1:
+            raise InputError("--walks and --peers-per-torrent must be at least 1")
+        found = _discover(
+            DiscoveryConfig(
+                fetch=MetadataFetchConfig(peer_id=peer_id, bind_ip=ip, egress=egress),
+                bind_ip=ip,
+                dht_port=port,
+                dht_nodes=nodes,
+                walks=walks,
+                peers_per_torrent=peers_per_torrent,
+                concurrency=min(concurrency, DiscoveryConfig.concurrency),
+            ),
+            app,
+            egress,
+            started,
+        )
+        torrents = found.derived_torrents
+        if not torrents:
+            out.print("no new derived entry: nothing more to sweep")
+            return
+        out.print(f"sweeping the {len(torrents)} derived torrent(s)")
+    else:
+        torrents = _torrents_from(infohash) if infohash else app.watchlist.watched_torrents()
+    if not torrents:
+        raise InputError("nothing to sweep: the watchlist has no torrent (or give --infohash)")
     config = SweepConfig(
-        probe=ProbeConfig(peer_id=b"-PW0010-" + secrets.token_hex(6).encode(), bind_ip=ip),
+        probe=ProbeConfig(peer_id=peer_id, bind_ip=ip),
         bind_ip=ip,
         dht_port=port,
         dht_nodes=nodes,
@@ -133,7 +243,6 @@ def bittorrent(
     if dht and not nodes:
         err.print("[yellow]note[/]: no --dht-node given: the DHT is not used")
     log = app.evidence
-    started = time.monotonic()
 
     async def run() -> SweepStats:
         with Live(_progress_table(SweepStats(), started), console=err, transient=True) as live:

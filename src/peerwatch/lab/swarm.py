@@ -17,12 +17,20 @@ torrent (damaged pieces, like role 1) but downloads, at a very low rate, so that
 for minutes while it connects to the other holders (found at the tracker and on the DHT) and
 exchanges PEX (BEP 11) with them. Upload-only peers never connect to each other; leechers do.
 
+`discoverable` (default none) adds peers after those, for discovery (BEP 51 + BEP 9): each seeds
+two more torrents that are on no list but repackage watched files under new names, so only their
+files can tell. `unlisted-v1` (v1, BEP 47 `sha1` per file) holds a copy of watched-v1's first file
+and a new file; `unlisted-v2` (v2-only, 32 KiB pieces, so another infohash and piece layer but the
+same per-file pieces root) holds a copy of watched-v2's first file and a new file. Without
+`discoverable` these torrents are not made, and nothing else changes.
+
 Nothing here sends a packet off the machine: every listen, outgoing and announce address is in
 127.0.0.0/8, and DHT bootstrap, LSD, UPnP and NAT-PMP are off in every peer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -93,6 +101,7 @@ class Lab:
     seed: int = 1
     peer_net: str = PEER_NET  # peers get peer_net + 1..N, the tracker peer_net + 250
     leechers: int = 0  # extra peers (after the `peers` role-cycled ones) leeching watched-v1
+    discoverable: int = 0  # extra peers (after the leechers) seeding the unlisted torrents
     torrents: dict[str, LabTorrent] = field(default_factory=dict)
     members: list[LabPeer] = field(default_factory=list)
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
@@ -127,35 +136,9 @@ class Lab:
                 data / name, nfiles, seed=self.seed * 100 + i, min_size=40_000, max_size=200_000
             )
             del files
-            fs = lt.file_storage()
-            lt.add_files(fs, str(data / name))
-            flags = {"v1": lt.create_torrent.v1_only, "v2": lt.create_torrent.v2_only, "hybrid": 0}[
-                version
-            ]
-            with warnings.catch_warnings():
-                # libtorrent 2.1 deprecates building from a file_storage; 2.0 has no other way.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ct = lt.create_torrent(fs, PIECE, flags=flags)
-            for tier, url in enumerate(trackers):
-                ct.add_tracker(url, tier)
-            ct.set_creator("peerwatch lab")
-            lt.set_piece_hashes(ct, str(data))
-            raw = lt.bencode(ct.generate())
-            path = self.workdir / "torrents" / f"{name}.torrent"
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(raw)
-            info = lt.torrent_info(str(path))
-            ih = info.info_hashes()
-            self.torrents[name] = LabTorrent(
-                name,
-                version,
-                watched,
-                path,
-                str(ih.v1) if ih.has_v1() else None,
-                str(ih.v2) if ih.has_v2() else None,
-                info.num_pieces(),
-                data,
-            )
+            self.torrents[name] = _make_torrent(lt, self.workdir, name, version, watched, trackers)
+        if self.discoverable:
+            self._make_unlisted(lt, trackers)
         for index in range(self.peers):
             role = index % 5
             holds = {
@@ -185,9 +168,48 @@ class Lab:
                     leecher=True,
                 )
             )
+        first = self.peers + self.leechers
+        for index in range(first, first + self.discoverable):
+            self.members.append(
+                LabPeer(
+                    index,
+                    f"{self.peer_net}{index + 1}",
+                    PEER_PORT,
+                    {"unlisted-v1": "seed", "unlisted-v2": "seed"},
+                    "enabled",
+                )
+            )
         self._write_watchlist()
         for peer in self.members:
             self._prepare_peer(peer)
+
+    def _make_unlisted(self, lt: Any, trackers: list[str]) -> None:
+        """The discovery torrents: watched files repackaged under new names (see the module)."""
+        specs = [
+            # name, version, whose first file it repackages, piece length, BEP 47 sha1
+            ("unlisted-v1", "v1", "watched-v1", PIECE, True),
+            ("unlisted-v2", "v2", "watched-v2", 2 * PIECE, False),
+        ]
+        for i, (name, version, source, piece_length, file_sha1) in enumerate(specs):
+            folder = self.workdir / "content" / name / name
+            if folder.exists():
+                shutil.rmtree(folder)
+            first = sorted((self.torrents[source].data / source).iterdir())[0]
+            folder.mkdir(parents=True)
+            shutil.copyfile(first, folder / f"repack-{first.name}")
+            content.make_files(
+                folder, 1, seed=self.seed * 100 + 50 + i, min_size=40_000, max_size=120_000
+            )
+            self.torrents[name] = _make_torrent(
+                lt,
+                self.workdir,
+                name,
+                version,
+                False,
+                trackers,
+                piece_length=piece_length,
+                file_sha1=file_sha1,
+            )
 
     def _write_watchlist(self) -> None:
         lines = ["# peerwatch lab watchlist: infohashes of the lab's benign watched torrents"]
@@ -390,6 +412,58 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
     except OSError:
         return False
+
+
+def _make_torrent(
+    lt: Any,
+    workdir: Path,
+    name: str,
+    version: str,
+    watched: bool,
+    trackers: list[str],
+    *,
+    piece_length: int = PIECE,
+    file_sha1: bool = False,
+) -> LabTorrent:
+    """Make `name`.torrent over the folder content/`name`/`name` with libtorrent. `file_sha1`
+    adds BEP 47 per-file 'sha1' (libtorrent 2 computes none by itself)."""
+    data = workdir / "content" / name
+    fs = lt.file_storage()
+    lt.add_files(fs, str(data / name))
+    flags = {"v1": lt.create_torrent.v1_only, "v2": lt.create_torrent.v2_only, "hybrid": 0}[version]
+    with warnings.catch_warnings():
+        # libtorrent 2.1 deprecates building from a file_storage; 2.0 has no other way.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ct = lt.create_torrent(fs, piece_length, flags=flags)
+    for tier, url in enumerate(trackers):
+        ct.add_tracker(url, tier)
+    ct.set_creator("peerwatch lab")
+    lt.set_piece_hashes(ct, str(data))
+    if file_sha1:
+        for index in range(fs.num_files()):
+            path = data / fs.file_path(index)
+            digest = hashlib.sha1(path.read_bytes(), usedforsecurity=False).digest()
+            with warnings.catch_warnings():
+                # libtorrent 2.1 deprecates BEP 47 file hashes (v2 has per-file roots); torrents
+                # in the wild still carry them, and discovery must be tested on them.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ct.set_file_hash(index, digest)
+    raw = lt.bencode(ct.generate())
+    path = workdir / "torrents" / f"{name}.torrent"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(raw)
+    info = lt.torrent_info(str(path))
+    ih = info.info_hashes()
+    return LabTorrent(
+        name,
+        version,
+        watched,
+        path,
+        str(ih.v1) if ih.has_v1() else None,
+        str(ih.v2) if ih.has_v2() else None,
+        info.num_pieces(),
+        data,
+    )
 
 
 def _damage(folder: Path, pieces: int, *, at_start: bool = False) -> None:

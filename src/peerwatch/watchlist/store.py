@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.sql.selectable import Join
@@ -21,6 +22,10 @@ from peerwatch.watchlist.formats import detect_format, parse_file
 from peerwatch.watchlist.item import ParsedItem
 
 _BATCH = 5000
+#: The list discovery adds derived entries to. Its entries are never matched against discovered
+#: files: a derived entry must trace back to an entry an investigator imported, not to another
+#: guess (a chain of name-and-size matches would drift from what was listed).
+DERIVED_LIST = "derived"
 
 
 @dataclass
@@ -382,6 +387,14 @@ class WatchlistStore:
                 out[torrent.wire_hash] = torrent
         return list(out.values())
 
+    def match_files(self, files: Sequence[FileKey]) -> list[FileMatch]:
+        """Watch items the files of a torrent match (see the module function)."""
+        return match_files(self._engine, files)
+
+    def add_derived(self, entry: DerivedEntry, *, list_name: str = DERIVED_LIST) -> ImportResult:
+        """Put a torrent found by discovery on the derived list (see the module function)."""
+        return add_derived(self._engine, entry, list_name=list_name, clock_ms=self._clock_ms)
+
     def count_active_hashes(self) -> int:
         query = select(func.count()).select_from(self._active_hashes())
         with self._engine.connect() as conn:
@@ -397,6 +410,309 @@ class WatchlistStore:
 
 
 _TORRENT_KINDS = (HashKind.BTIH, HashKind.BTMH, HashKind.SHA1_OR_BTIH, HashKind.SHA256_OR_BTMH)
+
+
+# --- discovery: matching a torrent's files, and derived entries ---------------------------------
+#
+# Discovery (sensors/discovery.py) fetches the info dict of torrents that are not on the
+# watchlist and asks which of their files the watchlist knows; a torrent with such a file becomes
+# a *derived entry* on its own list, so that it is swept like any other watched torrent.
+
+_SHA1_KINDS = (HashKind.SHA1.value, HashKind.SHA1_OR_BTIH.value)
+_MD5_KINDS = (HashKind.MD5.value, HashKind.MD5_OR_ED2K.value)
+#: A 32-byte value listed as `btmh` (domain/hashes.py says such entries may be v2 pieces roots)
+#: or as an undecided `sha256|btmh` is compared with pieces roots too: a root equal to some other
+#: file's SHA-256 or to an infohash would be a 2**-256 accident, so this adds no false match.
+_ROOT_KINDS = (HashKind.BTMH.value, HashKind.SHA256_OR_BTMH.value)
+_IN_CHUNK = 500  # values per IN (...) clause: well under every database's parameter limit
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """One file of a torrent, as discovery matches it (from the verified info dict)."""
+
+    index: int  # position in the torrent's file list (padding files not counted)
+    path: str  # the path joined with '/', starting with the torrent's name for multi-file ones
+    size: int
+    sha1: bytes | None = None  # BEP 47 'sha1'
+    md5: bytes | None = None  # 'md5sum'
+    pieces_root: bytes | None = None  # BEP 52 'pieces root'
+
+    @property
+    def basename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class FileMatch:
+    """A watch item that a torrent's file matches, and how."""
+
+    file_index: int
+    file_path: str
+    file_size: int
+    how: str  # "sha1", "md5" (BEP 47), "pieces-root" (BEP 52), "name-size" (exact)
+    item_id: int
+    list_name: str
+    list_version: int
+    source: str
+    location: str
+    category: str | None
+    name: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class DerivedEntry:
+    """A torrent found by discovery, with why it is watched (`attributes`: JSON-safe values)."""
+
+    btih: bytes | None
+    btmh: bytes | None
+    name: str
+    size: int
+    category: str | None
+    attributes: dict[str, object]
+
+    @property
+    def content_key(self) -> str:
+        return WatchedTorrent.from_hashes(self.btih, self.btmh).content_key
+
+
+def match_files(
+    engine: Engine, files: Sequence[FileKey], *, exclude_lists: Sequence[str] = (DERIVED_LIST,)
+) -> list[FileMatch]:
+    """Active watch items that `files` match: BEP 47 SHA-1/MD5 against file hashes of those kinds
+    (ambiguous `sha1|btih` / `md5|ed2k` entries included, as everywhere), a v2 'pieces root'
+    against the `pieces_root` attribute of .torrent file items (where the .torrent format keeps
+    roots, see docs/watchlist.md) and against `btmh` / `sha256|btmh` values (`_ROOT_KINDS`), and
+    an exact (name, size) against items that have both: the name equal to the file's path or to
+    its last component. Empty files match nothing (every empty file has the same hashes).
+    Ordered by file, then item."""
+    files = [f for f in files if f.size > 0]
+    h, i, v, w = watch_hashes.c, watch_items.c, list_versions.c, watch_lists.c
+    joined = watch_items.join(list_versions, and_(v.id == i.version_id, v.active)).join(
+        watch_lists, w.id == v.list_id
+    )
+    item_cols = (i.id, i.source, i.location, i.category, i.name, i.size, v.version, w.name)
+    found: dict[tuple[int, int, str], FileMatch] = {}
+
+    def add(f: FileKey, how: str, row: Any) -> None:
+        found.setdefault(
+            (f.index, int(row[0]), how),
+            FileMatch(
+                f.index,
+                f.path,
+                f.size,
+                how,
+                int(row[0]),
+                str(row[7]),
+                int(row[6]),
+                str(row[1]),
+                str(row[2]),
+                row[3],
+                row[4],
+                row[5],
+            ),
+        )
+
+    by_sha1: dict[bytes, list[FileKey]] = {}
+    by_md5: dict[bytes, list[FileKey]] = {}
+    by_root: dict[bytes, list[FileKey]] = {}
+    by_size: dict[int, list[FileKey]] = {}
+    for f in files:
+        if f.sha1 is not None:
+            by_sha1.setdefault(f.sha1, []).append(f)
+        if f.md5 is not None:
+            by_md5.setdefault(f.md5, []).append(f)
+        if f.pieces_root is not None:
+            by_root.setdefault(f.pieces_root, []).append(f)
+        by_size.setdefault(f.size, []).append(f)
+    values = list({*by_sha1, *by_md5, *by_root})
+    sizes = list(by_size)
+    with engine.connect() as conn:
+        for chunk in _chunks(values):
+            query = (
+                select(h.kind, h.value, *item_cols)
+                .select_from(watch_hashes.join(joined, i.id == h.item_id))
+                .where(
+                    and_(
+                        h.value.in_(chunk),
+                        h.kind.in_((*_SHA1_KINDS, *_MD5_KINDS, *_ROOT_KINDS)),
+                        w.name.not_in(exclude_lists),
+                    )
+                )
+            )
+            for row in conn.execute(query):
+                kind, value, rest = str(row[0]), bytes(row[1]), row[2:]
+                if kind in _SHA1_KINDS:
+                    table, how = by_sha1, "sha1"
+                elif kind in _MD5_KINDS:
+                    table, how = by_md5, "md5"
+                else:
+                    table, how = by_root, "pieces-root"
+                for f in table.get(value, []):
+                    add(f, how, rest)
+        # No index on size or name (the schema is not ours to change here): one pass over the
+        # active items per chunk of sizes; see docs/bittorrent.md, Discovery.
+        for size_chunk in _chunks(sizes):
+            by_item = (
+                select(*item_cols, i.attributes)
+                .select_from(joined)
+                .where(and_(i.size.in_(size_chunk), w.name.not_in(exclude_lists)))
+            )
+            for item in conn.execute(by_item):
+                root = _pieces_root(item[8])
+                for f in by_size.get(int(item[5]), []):
+                    if root is not None and f.pieces_root == root:
+                        add(f, "pieces-root", item)
+                    if item[4] is not None and item[4] in (f.path, f.basename):
+                        add(f, "name-size", item)
+    return sorted(found.values(), key=lambda m: (m.file_index, m.item_id, m.how))
+
+
+def add_derived(
+    engine: Engine,
+    entry: DerivedEntry,
+    *,
+    list_name: str = DERIVED_LIST,
+    source: str = "peerwatch discovery",
+    clock_ms: Callable[[], int] = _now_ms,
+) -> ImportResult:
+    """Add `entry` to `list_name` as a new version (the active version's items, copied, plus
+    this one), activated atomically like an import. A torrent already on the active version
+    changes nothing (`unchanged`)."""
+    if entry.btih is None and entry.btmh is None:
+        raise ValueError("a derived entry needs a v1 or a v2 infohash")
+    key = entry.content_key
+    hashes = [
+        (kind, value)
+        for kind, value in ((HashKind.BTIH, entry.btih), (HashKind.BTMH, entry.btmh))
+        if value is not None
+    ]
+    i, h, v = watch_items.c, watch_hashes.c, list_versions.c
+    with writer(engine).begin() as conn:
+        list_id, active = WatchlistStore._list_and_active(conn, list_name)
+        old_items: list[Any] = []
+        old_hashes: dict[int, list[tuple[str, bytes]]] = {}
+        if active is not None:
+            assert list_id is not None
+            old_version_id = conn.execute(
+                select(v.id).where(and_(v.list_id == list_id, v.active))
+            ).scalar_one()
+            old_items = list(
+                conn.execute(
+                    select(i.id, i.source, i.location, i.category, i.name, i.size, i.attributes)
+                    .where(i.version_id == old_version_id)
+                    .order_by(i.id)
+                )
+            )
+            for item_id, kind, value in conn.execute(
+                select(h.item_id, h.kind, h.value).where(h.item_id.in_([r[0] for r in old_items]))
+            ):
+                old_hashes.setdefault(int(item_id), []).append((str(kind), bytes(value)))
+            held = {(k, val) for pairs in old_hashes.values() for k, val in pairs}
+            if any((kind.value, value) in held for kind, value in hashes):
+                return ImportResult(list_name, active[0], active[2], active[3], True)
+        if list_id is None:
+            list_id = conn.execute(
+                insert(watch_lists)
+                .values(name=list_name, created_ms=clock_ms())
+                .returning(watch_lists.c.id)
+            ).scalar_one()
+        last = conn.execute(select(func.max(v.version)).where(v.list_id == list_id)).scalar()
+        version = (last or 0) + 1
+        previous = None if active is None else active[1]
+        fingerprint = hashlib.sha256(json.dumps(["derived", previous, key]).encode()).hexdigest()
+        sources: list[dict[str, object]] = []
+        if active is not None:
+            sources.append({"path": f"{list_name} version {active[0]}", "format": "carried over"})
+        sources.append(
+            {
+                "path": f"{source}: {key}",
+                "format": "derived",
+                "evidence": entry.attributes.get("evidence"),
+            }
+        )
+        version_id = conn.execute(
+            insert(list_versions)
+            .values(
+                list_id=list_id,
+                version=version,
+                imported_ms=clock_ms(),
+                fingerprint=fingerprint,
+                sources=json.dumps(sources),
+                default_category=None,
+                item_count=0,
+                hash_count=0,
+                skipped_count=0,
+                active=False,
+            )
+            .returning(v.id)
+        ).scalar_one()
+        rows = [
+            {
+                "version_id": version_id,
+                "source": r[1],
+                "location": r[2],
+                "category": r[3],
+                "name": r[4],
+                "size": r[5],
+                "attributes": r[6],
+            }
+            for r in old_items
+        ]
+        rows.append(
+            {
+                "version_id": version_id,
+                "source": source,
+                "location": key,
+                "category": entry.category,
+                "name": entry.name,
+                "size": entry.size,
+                "attributes": json.dumps(entry.attributes, sort_keys=True),
+            }
+        )
+        new_ids = (
+            conn.execute(insert(watch_items).returning(i.id, sort_by_parameter_order=True), rows)
+            .scalars()
+            .all()
+        )
+        hash_rows = [
+            {"item_id": new_id, "kind": kind, "value": value}
+            for new_id, old in zip(new_ids, old_items, strict=False)
+            for kind, value in old_hashes.get(int(old[0]), [])
+        ]
+        hash_rows += [{"item_id": new_ids[-1], "kind": k.value, "value": val} for k, val in hashes]
+        conn.execute(insert(watch_hashes), hash_rows)
+        conn.execute(update(list_versions).where(v.list_id == list_id).values(active=False))
+        conn.execute(
+            update(list_versions)
+            .where(v.id == version_id)
+            .values(active=True, item_count=len(rows), hash_count=len(hash_rows))
+        )
+    return ImportResult(
+        list_name,
+        version,
+        len(rows),
+        len(hash_rows),
+        replaced_version=None if active is None else active[0],
+    )
+
+
+def _pieces_root(attributes: object) -> bytes | None:
+    if not isinstance(attributes, str) or "pieces_root" not in attributes:
+        return None
+    value = json.loads(attributes).get("pieces_root")
+    if not isinstance(value, str) or len(value) != 64:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield list(values[start : start + _IN_CHUNK])
 
 
 def _compatible_kinds(kind: HashKind) -> set[HashKind]:
