@@ -107,14 +107,14 @@ def decode_hash_text(text: str, *, base32: bool = True) -> bytes:
     if len(s) in (32, 40, 64):
         try:
             return binascii.unhexlify(s)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             if len(s) != 32 or not base32:
                 raise HashParseError(f"bad hex digit in {s!r}") from None
     if len(s) == 32 and base32:
         # BEP 9 magnet links and some lists write SHA-1 / v1 infohashes in RFC 4648 base32.
         try:
             return base64.b32decode(s.upper())
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             raise HashParseError(f"{s!r} is neither hex nor base32") from None
     raise HashParseError(
         f"length {len(s)} is not a hash length (32/40/64 hex digits or 32 base32 characters)"
