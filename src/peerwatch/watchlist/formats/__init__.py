@@ -17,11 +17,11 @@ from pathlib import Path
 
 from peerwatch.domain.hashes import HashKind
 from peerwatch.errors import InputError
-from peerwatch.watchlist.formats import csv_list, magnet_list, text, torrent_file, vics
+from peerwatch.watchlist.formats import csv_list, ed2k_link, magnet_list, text, torrent_file, vics
 from peerwatch.watchlist.item import InvalidHandler, ParsedItem
 
 #: Format names accepted by `parse_file` (and the CLI's --format).
-FORMATS: tuple[str, ...] = ("text", "csv", "vics", "torrent", "magnet")
+FORMATS: tuple[str, ...] = ("text", "csv", "vics", "torrent", "magnet", "ed2k")
 
 #: How many bytes `parse_file` reads to detect a format.
 DETECT_BYTES = 64 * 1024
@@ -32,6 +32,7 @@ _PARSERS = {
     "vics": vics.parse,
     "torrent": torrent_file.parse,
     "magnet": magnet_list.parse,
+    "ed2k": ed2k_link.parse,
 }
 
 
@@ -42,6 +43,7 @@ def detect_format(path: Path, head: bytes) -> str:
       b'd' and the file is named *.torrent (a long announce-list can push 'info' past `head`);
     - vics: JSON, i.e. the first non-blank character is '{' or '[';
     - magnet: the first non-blank, non-comment line starts with 'magnet:?';
+    - ed2k: that line starts with 'ed2k://';
     - csv: that line contains a comma and names at least one known column;
     - text: anything else.
     """
@@ -56,6 +58,8 @@ def detect_format(path: Path, head: bytes) -> str:
             continue
         if line.lower().startswith("magnet:?"):
             return "magnet"
+        if line.lower().startswith("ed2k://"):
+            return "ed2k"
         if "," in line:
             cells = next(csv.reader(io.StringIO(line)), [])
             if any(c.strip().lower() in csv_list.COLUMNS for c in cells):
