@@ -3,14 +3,20 @@
 It feeds every datagram to the node, calls `on_timer` when the node asks, sends what the node
 queues, and hands lookup events to whoever started the lookup. Every destination goes through the
 egress policy first: a DHT node can name any address, and a refused one is counted, not sent to.
+
+A get_peers lookup can stream its claims: `get_peers(..., on_peers=callback)` calls `callback`
+with each `PeersFound` as its reply arrives, so a sweep probes a claimed peer at once instead of
+after the lookup's slowest node (a departed node among the closest costs a 2 s timeout, see
+docs/benchmarks.md); the returned `LookupResult` still holds every claim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from peerwatch.protocols.bittorrent.dht import (
@@ -18,6 +24,7 @@ from peerwatch.protocols.bittorrent.dht import (
     DhtEvent,
     DhtNode,
     LookupDone,
+    NodeAdded,
     PeersFound,
     SamplesReceived,
 )
@@ -36,6 +43,10 @@ class LookupResult:
     @property
     def peers(self) -> set[Peer]:
         return {p for f in self.found for p in f.peers}
+
+
+#: Called with each claim of a lookup as it arrives (`DhtDriver.get_peers(on_peers=...)`).
+PeersCallback = Callable[[PeersFound], None]
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -64,15 +75,19 @@ class DhtDriver:
         self._bind = bind
         self._egress = egress
         self._clock = time.monotonic
+        config = config or DhtConfig()
+        if (":" in bind[0]) is not config.ipv6:
+            # BEP 32: a node serves the family of its socket; an IPv6 address means the IPv6 DHT.
+            config = dataclasses.replace(config, ipv6=":" in bind[0])
         self.node = DhtNode(
-            node_id or random_node_id(random.SystemRandom()),
-            self._clock(),
-            config=config or DhtConfig(),
+            node_id or random_node_id(random.SystemRandom()), self._clock(), config=config
         )
         self._transport: asyncio.DatagramTransport | None = None
         self._lookups: dict[int, LookupResult] = {}
         self._waiters: dict[int, asyncio.Future[LookupResult]] = {}
+        self._on_peers: dict[int, PeersCallback] = {}
         self._wake = asyncio.Event()
+        self._table_grew = asyncio.Event()  # set when a node enters the routing table
         self._timer_task: asyncio.Task[None] | None = None
         # Exceptions the node raised on a datagram or a timer: the node's fuzzing says decode
         # never raises, so these would be our bugs; counted (and the last kept) rather than
@@ -100,18 +115,43 @@ class DhtDriver:
     async def bootstrap(self, nodes: Iterable[Peer], timeout: float = 10.0) -> int:
         """Fill the routing table from known nodes (the node looks up its own id through them).
         Returns the routing table's size once it holds as many nodes as it can, or at timeout."""
-        entry = [n for n in nodes if self._egress.allows(n[0])]
+        v6 = self.node.config.ipv6
+        # The node skips entry points of the other family (BEP 32), so they are not waited for.
+        entry = [n for n in nodes if self._egress.allows(n[0]) and (":" in n[0]) is v6]
         self.node.bootstrap(entry, self._clock())
         self._flush()
         want = min(self.node.config.k, len(entry))
         deadline = self._clock() + timeout
-        while len(self.node.routing) < want and self._clock() < deadline:
-            await asyncio.sleep(0.01)
+        while len(self.node.routing) < want:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            # Woken by the node's NodeAdded events rather than polled: a 10 ms poll was most of
+            # a loopback bootstrap (docs/benchmarks.md). The 0.25 s cap re-checks regardless.
+            self._table_grew.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.25)):  # not wait_for: see `_wait`
+                    await self._table_grew.wait()
         return len(self.node.routing)
 
-    async def get_peers(self, info_hash: bytes, timeout: float = 30.0) -> LookupResult:
+    async def get_peers(
+        self,
+        info_hash: bytes,
+        timeout: float = 30.0,
+        *,
+        on_peers: PeersCallback | None = None,
+    ) -> LookupResult:
+        """Run one get_peers lookup (BEP 5) to its end or `timeout`; the result holds every
+        claim with the node that made it. `on_peers`, if given, is called with each claim as its
+        reply arrives (from the event loop, before this returns); an exception it raises is
+        counted in `errors`, not propagated, and does not stop the lookup."""
         lookup = self.node.get_peers(info_hash, self._clock())
-        return await self._wait(lookup, info_hash, timeout)
+        if on_peers is not None:
+            self._on_peers[lookup] = on_peers
+        try:
+            return await self._wait(lookup, info_hash, timeout)
+        finally:
+            self._on_peers.pop(lookup, None)
 
     async def sample_infohashes(self, target: bytes, timeout: float = 30.0) -> LookupResult:
         """BEP 51: walk toward `target` asking each node for a sample of the infohashes it
@@ -170,6 +210,14 @@ class DhtDriver:
                 result = self._lookups.get(ev.lookup)
                 if result is not None:
                     result.found.append(ev)
+                    callback = self._on_peers.get(ev.lookup)
+                    if callback is not None:
+                        try:
+                            callback(ev)
+                        except Exception as exc:  # the caller's fault: the lookup goes on
+                            self._error(exc)
+            elif isinstance(ev, NodeAdded):
+                self._table_grew.set()
             elif isinstance(ev, SamplesReceived):
                 result = self._lookups.get(ev.lookup)
                 if result is not None:

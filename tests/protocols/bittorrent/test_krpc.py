@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,14 @@ from peerwatch.protocols.bittorrent.krpc import (
     KrpcMessage,
     NodeInfo,
     Ping,
+    Query,
     Response,
     SampleInfohashes,
     UnknownQuery,
     decode,
     encode,
     method_name,
+    query_template,
 )
 
 CORPUS = Path(__file__).parent / "fuzz_corpus" / "krpc"
@@ -345,3 +348,34 @@ def test_fuzz_corpus() -> None:
         else:
             with pytest.raises(KrpcError):
                 decode(data)
+
+
+queries = st.one_of(
+    st.builds(Ping, t=tids, node_id=ids, read_only=st.booleans(), version=versions),
+    st.builds(
+        FindNode,
+        t=tids,
+        node_id=ids,
+        target=ids,
+        want=wants,
+        read_only=st.booleans(),
+        version=versions,
+    ),
+    st.builds(
+        GetPeers,
+        t=tids,
+        node_id=ids,
+        info_hash=ids,
+        want=wants,
+        read_only=st.booleans(),
+        version=versions,
+    ),
+    st.builds(SampleInfohashes, t=tids, node_id=ids, target=ids, want=wants, version=versions),
+)
+
+
+@given(queries, tids)
+@settings(max_examples=300, deadline=None)
+def test_query_template_is_encode_for_any_transaction_id(msg: Query, t: bytes) -> None:
+    head, tail = query_template(msg)
+    assert head + b"1:t" + str(len(t)).encode() + b":" + t + tail == encode(replace(msg, t=t))

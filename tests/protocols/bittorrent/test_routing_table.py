@@ -130,6 +130,40 @@ def test_closest_orders_by_xor_and_skips_bad() -> None:
     assert [n.node_id for n in table.closest(target, 3, 1.0)] == [nid(5), nid(1), nid(2)]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32),
+    st.integers(1, 400),
+    st.integers(0, 80),
+    st.integers(1, 70),
+    st.sampled_from([1, 2, 8]),
+    st.integers(0, 6),
+)
+def test_closest_matches_a_full_scan(
+    seed: int, nodes: int, failures: int, n: int, k: int, near_bits: int
+) -> None:
+    """Walking buckets outward from the target gives exactly what sorting every live entry by
+    XOR distance gives, whatever the table's shape, failures, target and `n`."""
+    rng = random.Random(seed)
+    own = random_node_id(rng)
+    table = RoutingTable(own, 0.0, RoutingTableConfig(k=k, max_failures=2))
+    for i in range(nodes):
+        # half of the ids near our own, so that the table splits deep
+        node = random_id_with_prefix(own, rng.randrange(0, 20), rng) if i % 2 else None
+        table.heard_from(node or random_node_id(rng), addr(i), 0.0, responded=True)
+    entries = list(table.entries(0.0))
+    for e in rng.sample(entries, min(failures, len(entries))):
+        table.failed(e.node.addr, 1.0)
+        if rng.random() < 0.5:
+            table.failed(e.node.addr, 1.0)
+    target = random_id_with_prefix(own, near_bits, rng) if rng.random() < 0.5 else own
+    if rng.random() < 0.3:
+        target = random_node_id(rng)
+    live = [e.node for e in table.entries(2.0) if e.state is not NodeState.BAD]
+    expected = sorted(live, key=lambda node: distance(node.node_id, target))[:n]
+    assert table.closest(target, n, 2.0) == expected
+
+
 def test_states_good_questionable_bad() -> None:
     cfg = RoutingTableConfig()
     table = RoutingTable(OWN, 0.0, cfg)

@@ -1,4 +1,4 @@
-"""A sans-IO BitTorrent DHT node (BEP 5), with BEP 32 (IPv6 family), 42, 43 and 51 pieces.
+"""A sans-IO BitTorrent DHT node (BEP 5), with BEP 32 (IPv6), 42, 43 and 51 pieces.
 
 The node does no I/O and reads no clock (house rule 1). Its driver:
 
@@ -30,6 +30,15 @@ packets per second. Queries over budget wait (in order, and `next_timer()` says 
 go); replies over budget are dropped and counted, since a remote that outruns our budget is
 asking too fast and will retry.
 
+IPv6 (BEP 32): one node serves one address family (`DhtConfig.ipv6`), the family of its socket,
+and keeps a routing table of that family only ("two distinct routing tables"): nodes of the other
+family are neither learned nor queried. Its answers carry ``nodes`` (IPv4) or ``nodes6`` (IPv6)
+as the query's ``want`` asks (its own family when ``want`` is absent); a dual-stack host pairs its
+IPv4 and IPv6 nodes (`DhtNode.pair`) so that each can answer ``want`` for the other family from
+the other's table. ``values`` only ever hold peers of the asker's family (6- or 18-byte compact
+peers), and no reply is larger than `DhtConfig.max_reply_size` (BEP 32: 1024 octets), which a
+long IPv6 ``values`` list would otherwise exceed.
+
 Peers in a get_peers reply are claims, not evidence (DESIGN: "A DHT or tracker peer list is a
 *claim*"): every `PeersFound` names the node that returned them, so a lying node's ghost peers
 are attributable to it.
@@ -40,6 +49,7 @@ machine's transitions; anything not in the table is ignored.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import random
@@ -89,7 +99,8 @@ class DhtConfig:
     peer_ttl: float = 30 * 60.0  # how long an announced peer is served
     max_infohashes: int = 5000  # most infohashes stored from announces
     max_peers_per_infohash: int = 200
-    max_values_per_reply: int = 50  # keeps an IPv6 get_peers reply under the datagram cap
+    max_values_per_reply: int = 50  # peers in one get_peers reply, at most
+    max_reply_size: int = 1024  # BEP 32: no UDP payload over 1024 octets (values are trimmed)
     max_samples: int = 20  # BEP 51 samples per reply
     sample_interval: int = 300  # BEP 51 'interval' we advertise (seconds)
     max_lookup_candidates: int = 64  # candidates kept per lookup (the closest)
@@ -258,12 +269,22 @@ CANDIDATE_TRANSITIONS: dict[tuple[CandidateState, LookupInput], CandidateState] 
 
 _ACTIVE = (CandidateState.IN_FLIGHT, CandidateState.RETRYING)
 
+# A candidate's rank packs its distance and the order it was added in one int (cheap to compare,
+# ties in distance broken by age as a stable sort would); a lookup adds far fewer than 2**32.
+_RANK_BITS = 32
+_RANK_MASK = (1 << _RANK_BITS) - 1
+
+
+def _rank(c: _Candidate) -> int:
+    return c.rank
+
 
 @dataclass(slots=True, eq=False)
 class _Candidate:
     addr: Peer
     node_id: bytes | None  # None for a bootstrap address until it answers
     dist: int
+    rank: int  # (dist, order added) packed in one int: the lookup's sort key, ties by age
     state: CandidateState = CandidateState.FRESH
     token: bytes | None = None
 
@@ -276,10 +297,17 @@ class _Lookup:
     deadline: float
     internal: bool  # a bucket refresh or bootstrap: no LookupDone event
     candidates: dict[Peer, _Candidate] = field(default_factory=dict)
+    # The same candidates sorted by `rank`, kept sorted as they come and go: re-sorting every
+    # candidate on every answer was a fifth of the time spent on a response (docs/benchmarks.md).
+    order: list[_Candidate] = field(default_factory=list)
     seen: set[Peer] = field(default_factory=set)
+    added: int = 0  # candidates ever added: the tie-breaking part of `rank`
+    in_flight: int = 0  # candidates IN_FLIGHT, kept up to date by `DhtNode._step`
+    active: int = 0  # candidates IN_FLIGHT or RETRYING, likewise
     queries: int = 0
     responses: int = 0
     done: bool = False
+    template: tuple[bytes, bytes] | None = None  # the lookup's query, bar its transaction id
 
 
 @dataclass(slots=True, eq=False)
@@ -375,6 +403,19 @@ class DhtNode:
         self._next_rotation = now + cfg.token_rotation
         self._next_maintenance = now + cfg.maintenance_interval
         self._peers: dict[bytes, dict[Peer, float]] = {}  # info_hash -> peer -> expiry
+        self._other_family: RoutingTable | None = None  # BEP 32: the paired node's table
+        self._ping_template = krpc.query_template(
+            Ping(t=b"", node_id=node_id, read_only=cfg.read_only, version=cfg.version)
+        )
+
+    def pair(self, other: DhtNode) -> None:
+        """Pair the IPv4 and IPv6 nodes of one dual-stack host (BEP 32 "Dual-stack nodes"), so
+        that each answers a ``want`` for the other family from the other's routing table. BEP 32
+        recommends one node id for both; the tables themselves stay apart."""
+        if other.config.ipv6 == self.config.ipv6:
+            raise ValueError("a dual-stack pair is one IPv4 node and one IPv6 node")
+        self._other_family = other.routing
+        other._other_family = self.routing
 
     # --- driver interface ---------------------------------------------------------------------
 
@@ -385,21 +426,24 @@ class DhtNode:
 
     def next_timer(self) -> float | None:
         """When `on_timer` must next be called (possibly already past)."""
-        times = [self._next_rotation, self._next_maintenance]
-        if self._events:
-            times.append(self._now)
+        # Called after every datagram: a running minimum, no list built.
+        due = min(self._next_rotation, self._next_maintenance)
+        if self._events and self._now < due:
+            due = self._now
         heap = self._timeouts
         while heap and not self._is_live_timeout(heap[0]):
             heapq.heappop(heap)  # answered meanwhile: no need to wake up for it
-        if heap:
-            times.append(heap[0][0])
+        if heap and heap[0][0] < due:
+            due = heap[0][0]
         if self._deferred:
             g = self._global.ready_at()
             for ip in self._deferred_per_ip:
                 w = self._per_ip.get(ip)
-                times.append(max(g, w.ready_at() if w else g, self._now))
-        times.extend(lk.deadline for lk in self._lookups.values())
-        return min(times)
+                due = min(due, max(g, w.ready_at() if w else g, self._now))
+        for lk in self._lookups.values():
+            if lk.deadline < due:
+                due = lk.deadline
+        return due
 
     def _is_live_timeout(self, item: tuple[float, int, bytes]) -> bool:
         out = self._outstanding.get(item[2])
@@ -457,9 +501,10 @@ class DhtNode:
         return self._start("sample_infohashes", target, now)
 
     def bootstrap(self, addrs: Iterable[Peer], now: float) -> int:
-        """Remember `addrs` as entry points and look up our own id through them (BEP 5)."""
+        """Remember `addrs` as entry points and look up our own id through them (BEP 5).
+        Addresses of the other family are skipped (BEP 32: that is another DHT)."""
         for a in addrs:
-            if a not in self._bootstrap:
+            if a not in self._bootstrap and (":" in a[0]) is self.config.ipv6:
                 self._bootstrap.append(a)
         return self._start("find_node", self.node_id, now, internal=True)
 
@@ -496,12 +541,27 @@ class DhtNode:
             self.stats.queries_refused += 1
             return False
         tid = self._tid()
+        template: tuple[bytes, bytes] | None
+        if lookup is None or method == "ping":
+            template = self._ping_template
+        else:
+            template = lookup.template
+            if template is None:
+                template = lookup.template = krpc.query_template(self._lookup_query(lookup, tid))
+        # Every query of a lookup (and every ping) is the same message bar its transaction id.
+        data = b"%b1:t%d:%b%b" % (template[0], len(tid), tid, template[1])
+        out = _Outstanding(tid, addr, data, method, None if lookup is None else lookup.id, expected)
+        self._outstanding[tid] = out
+        self._send_query(out, now)
+        return True
+
+    def _lookup_query(self, lookup: _Lookup, tid: bytes) -> Query:
+        cfg = self.config
+        method = lookup.kind
         ro, v = cfg.read_only, cfg.version
         want = (b"n6",) if cfg.ipv6 else ()  # BEP 32: ask for our own family
         msg: Query
-        if lookup is None or method == "ping":
-            msg = Ping(t=tid, node_id=self.node_id, read_only=ro, version=v)
-        elif method == "get_peers":
+        if method == "get_peers":
             msg = GetPeers(
                 t=tid,
                 node_id=self.node_id,
@@ -528,12 +588,7 @@ class DhtNode:
                 read_only=ro,
                 version=v,
             )
-        out = _Outstanding(
-            tid, addr, krpc.encode(msg), method, None if lookup is None else lookup.id, expected
-        )
-        self._outstanding[tid] = out
-        self._send_query(out, now)
-        return True
+        return msg
 
     def _send_query(self, out: _Outstanding, now: float) -> None:
         ip = out.addr[0]
@@ -552,12 +607,15 @@ class DhtNode:
         self._seq += 1
         heapq.heappush(self._timeouts, (out.deadline, self._seq, out.tid))
 
-    def _reply(self, msg: Response | ErrorMessage, addr: Peer, now: float) -> None:
+    def _reply(
+        self, msg: Response | ErrorMessage, addr: Peer, now: float, data: bytes | None = None
+    ) -> None:
+        """Send a reply (`data`: `msg` already encoded) if the send budget allows it."""
         if not self._budget_ok(addr[0], now):
             self.stats.replies_dropped += 1
             return
         self._spend(addr[0], now)
-        self._outbox.append((krpc.encode(msg), addr))
+        self._outbox.append((krpc.encode(msg) if data is None else data, addr))
 
     def _budget_ok(self, ip: str, now: float) -> bool:
         w = self._per_ip.get(ip)
@@ -646,9 +704,19 @@ class DhtNode:
         self._next_lookup += 1
         self._lookups[lk.id] = lk
         t = int.from_bytes(target, "big")
-        for n in self.routing.closest(target, cfg.max_lookup_candidates, now):
-            self._add_candidate(lk, n.addr, n.node_id, t)
-        if len(lk.candidates) < cfg.k:
+        # Seeded in bulk, inline: starting a lookup with up to 64 candidates was a tenth of the
+        # node's time (docs/benchmarks.md). `closest` gives distinct nodes nearest first, so
+        # `order` is sorted as built; bootstrap addresses (distance 2**160) come after them.
+        seen, candidates, order = lk.seen, lk.candidates, lk.order
+        for i, n in enumerate(self.routing.closest(target, cfg.max_lookup_candidates, now)):
+            a = (n.ip, n.port)
+            seen.add(a)
+            dist = int.from_bytes(n.node_id, "big") ^ t
+            c = _Candidate(a, n.node_id, dist, (dist << _RANK_BITS) | i)
+            candidates[a] = c
+            order.append(c)
+        lk.added = len(order)
+        if len(candidates) < cfg.k:
             for a in self._bootstrap:
                 self._add_candidate(lk, a, None, t)
         self._advance(lk, now)
@@ -659,45 +727,56 @@ class DhtNode:
             return
         lk.seen.add(addr)
         dist = (1 << 160) if node_id is None else int.from_bytes(node_id, "big") ^ t
-        lk.candidates[addr] = _Candidate(addr, node_id, dist)
+        c = _Candidate(addr, node_id, dist, (dist << _RANK_BITS) | lk.added)
+        lk.added += 1
+        lk.candidates[addr] = c
+        bisect.insort(lk.order, c, key=_rank)
 
     def _step(self, lk: _Lookup, addr: Peer, inp: LookupInput) -> None:
         c = lk.candidates.get(addr)
         if c is None:
             return
-        new = CANDIDATE_TRANSITIONS.get((c.state, inp))
+        old = c.state
+        new = CANDIDATE_TRANSITIONS.get((old, inp))
         if new is not None:
             c.state = new
+            lk.in_flight += (new is _S.IN_FLIGHT) - (old is _S.IN_FLIGHT)
+            lk.active += (new in _ACTIVE) - (old in _ACTIVE)
 
     def _advance(self, lk: _Lookup, now: float) -> None:
         cfg = self.config
+        k = cfg.k
+        failed, retrying_state, responded, fresh = _S.FAILED, _S.RETRYING, _S.RESPONDED, _S.FRESH
         while not lk.done:
-            live = sorted(
-                (c for c in lk.candidates.values() if c.state is not CandidateState.FAILED),
-                key=lambda c: c.dist,
-            )
-            # A node that missed its first timeout is retried, but no longer counts among the k
-            # closest: waiting for its second timeout made every lookup with one departed node
-            # among the closest take 6 s (docs/benchmarks.md), and the next closest node must
-            # be asked meanwhile. Its late answer is still used.
-            top = [c for c in live if c.state is not CandidateState.RETRYING][: cfg.k]
-            if top and all(c.state is CandidateState.RESPONDED for c in top):
+            # The k closest live candidates, nearest first. A node that missed its first timeout
+            # is retried, but no longer counts among the k closest: waiting for its second
+            # timeout made every lookup with one departed node among the closest take 6 s
+            # (docs/benchmarks.md), and the next closest node must be asked meanwhile. Its late
+            # answer is still used.
+            top: list[_Candidate] = []
+            for c in lk.order:
+                st = c.state
+                if st is failed or st is retrying_state:
+                    continue
+                top.append(c)
+                if len(top) == k:
+                    break
+            if top and all(c.state is responded for c in top):
                 self._finish(lk, timed_out=False)
                 return
             if lk.queries >= cfg.max_queries_per_lookup:
-                if not any(c.state in _ACTIVE for c in live):
+                if not lk.active:
                     self._finish(lk, timed_out=True)
                 return
-            in_flight = sum(
-                1 for c in lk.candidates.values() if c.state is CandidateState.IN_FLIGHT
-            )
             changed = False
-            retrying = self._retrying()  # once per pass, not once per candidate
+            retrying: set[Peer] | None = None  # once per pass, and only if someone is asked
             for c in top:
-                if in_flight >= cfg.alpha or lk.queries >= cfg.max_queries_per_lookup:
+                if lk.in_flight >= cfg.alpha or lk.queries >= cfg.max_queries_per_lookup:
                     break
-                if c.state is not CandidateState.FRESH:
+                if c.state is not fresh:
                     continue
+                if retrying is None:
+                    retrying = self._retrying()
                 backoff = self._backoff.get(c.addr)
                 if (backoff is not None and backoff[0] > now) or c.addr in retrying:
                     self._step(lk, c.addr, LookupInput.SKIPPED)
@@ -709,12 +788,9 @@ class DhtNode:
                     break
                 self._step(lk, c.addr, LookupInput.QUERY_SENT)
                 lk.queries += 1
-                in_flight += 1
             if changed:
                 continue
-            if not any(c.state in _ACTIVE for c in lk.candidates.values()) and not any(
-                c.state is CandidateState.FRESH for c in top
-            ):
+            if not lk.active and not any(c.state is fresh for c in top):
                 self._finish(lk, timed_out=False)  # nobody left to ask
             return
 
@@ -725,10 +801,7 @@ class DhtNode:
         del self._lookups[lk.id]
         if lk.internal:
             return
-        answered = sorted(
-            (c for c in lk.candidates.values() if c.state is CandidateState.RESPONDED),
-            key=lambda c: c.dist,
-        )[: self.config.k]
+        answered = [c for c in lk.order if c.state is CandidateState.RESPONDED][: self.config.k]
         closest = tuple(
             (NodeInfo(c.node_id, c.addr[0], c.addr[1]), c.token)
             for c in answered
@@ -746,6 +819,9 @@ class DhtNode:
             if c.node_id is None:
                 c.node_id = msg.node_id
                 c.dist = int.from_bytes(msg.node_id, "big") ^ t
+                lk.order.remove(c)  # re-ranked by its real distance, keeping its age
+                c.rank = (c.dist << _RANK_BITS) | (c.rank & _RANK_MASK)
+                bisect.insort(lk.order, c, key=_rank)
             c.token = msg.token
             self._step(lk, addr, LookupInput.RESPONSE)
         lk.responses += 1
@@ -754,35 +830,43 @@ class DhtNode:
             self._events.append(PeersFound(lk.id, lk.target, msg.values, sender))
         if lk.kind == "sample_infohashes" and msg.samples is not None:
             self._events.append(SamplesReceived(lk.id, msg.samples, msg.num, msg.interval, sender))
+        id_at = self.routing.id_at
         for n in msg.nodes6 if cfg.ipv6 else msg.nodes:
-            if n.port == 0 or n.node_id == self.node_id or n.addr in lk.seen:
+            a = (n.ip, n.port)
+            if n.port == 0 or n.node_id == self.node_id or a in lk.seen:
                 continue
-            known = self.routing.id_at(n.addr)
+            known = id_at(a)
             if known is not None and known != n.node_id:
                 continue  # the first id seen at an address is the only one believed there
-            self._add_candidate(lk, n.addr, n.node_id, t)
+            self._add_candidate(lk, a, n.node_id, t)
         if len(lk.candidates) > cfg.max_lookup_candidates:
-            ranked = sorted(lk.candidates.values(), key=lambda x: x.dist)
-            for x in ranked[cfg.max_lookup_candidates :]:
+            kept = lk.order[: cfg.max_lookup_candidates]
+            for x in lk.order[cfg.max_lookup_candidates :]:
                 if x.state is CandidateState.FRESH or x.state is CandidateState.FAILED:
                     del lk.candidates[x.addr]  # still in `seen`: never re-added
+                else:
+                    kept.append(x)
+            lk.order = kept
 
     # --- incoming -----------------------------------------------------------------------------
 
     def _learn(self, node_id: bytes, addr: Peer, now: float, *, responded: bool) -> bool:
         """Update the routing table; False if the node must be ignored (id changed/conflict)."""
+        if (":" in addr[0]) is not self.config.ipv6:
+            return True  # BEP 32: the other family's DHT is another table (a paired node's)
         if self.config.enforce_bep42 and not is_bep42_valid(node_id, addr[0]):
             return True  # BEP 42: usable for lookups, kept out of the table
         result = self.routing.heard_from(node_id, addr, now, responded=responded)
-        node = NodeInfo(node_id, addr[0], addr[1])
         if result is InsertResult.ID_CHANGED:
+            node = NodeInfo(node_id, addr[0], addr[1])
             self._events.append(NodeIgnored(node, "a different id was first seen at this address"))
             return False
         if result is InsertResult.ID_CONFLICT:
+            node = NodeInfo(node_id, addr[0], addr[1])
             self._events.append(NodeIgnored(node, "this id is known at another address"))
             return False
         if result is InsertResult.ADDED:
-            self._events.append(NodeAdded(node))
+            self._events.append(NodeAdded(NodeInfo(node_id, addr[0], addr[1])))
         elif (
             result is InsertResult.CACHED
             and not responded
@@ -803,9 +887,9 @@ class DhtNode:
         self._pinging.discard(addr)
         self._backoff.pop(addr, None)
         lk = self._lookups.get(out.lookup) if out.lookup is not None else None
-        node = NodeInfo(msg.node_id, addr[0], addr[1])
         ok = True
         if out.expected_id is not None and msg.node_id != out.expected_id:
+            node = NodeInfo(msg.node_id, addr[0], addr[1])
             self._events.append(NodeIgnored(node, "answered with an id other than advertised"))
             ok = False
         elif not self._learn(msg.node_id, addr, now, responded=True):
@@ -865,16 +949,22 @@ class DhtNode:
     ) -> Response:
         cfg = self.config
         nodes: tuple[NodeInfo, ...] = ()
+        nodes6: tuple[NodeInfo, ...] = ()
         if nodes_for is not None:
             target, want = nodes_for
-            mine = b"n6" if cfg.ipv6 else b"n4"
-            if not want or mine in want:  # BEP 32: 'want' picks the families returned
-                nodes = tuple(self.routing.closest(target, cfg.k, self._now))
+            # BEP 32: 'want' names the families returned ("n4": nodes, "n6": nodes6, other
+            # strings ignored); without it, the family the query came over, i.e. ours.
+            v4 = b"n4" in want if want else not cfg.ipv6
+            v6 = b"n6" in want if want else cfg.ipv6
+            if v4:
+                nodes = self._closest_of_family(False, target)
+            if v6:
+                nodes6 = self._closest_of_family(True, target)
         return Response(
             t=t,
             node_id=self.node_id,
-            nodes=() if cfg.ipv6 else nodes,
-            nodes6=nodes if cfg.ipv6 else (),
+            nodes=nodes,
+            nodes6=nodes6,
             values=values,
             token=token,
             samples=samples,
@@ -884,21 +974,42 @@ class DhtNode:
             version=cfg.version,
         )
 
+    def _closest_of_family(self, ipv6: bool, target: bytes) -> tuple[NodeInfo, ...]:
+        table = self.routing if ipv6 is self.config.ipv6 else self._other_family
+        if table is None:
+            return ()  # a single-stack node has nothing of the other family to give
+        return tuple(table.closest(target, self.config.k, self._now))
+
     def _token(self, ip: str, secret: bytes) -> bytes:
         # BEP 5 suggests SHA1(IP + secret); a keyed BLAKE2b is the same idea as a proper MAC.
         # The textual IP is hashed, so a driver's odd address (a scoped IPv6) cannot break us.
         return hashlib.blake2b(ip.encode("utf-8", "replace"), key=secret, digest_size=8).digest()
 
     def _answer_get_peers(self, msg: GetPeers, addr: Peer, now: float) -> None:
+        cfg = self.config
         token = self._token(addr[0], self._secret)
-        peers = self.stored_peers(msg.info_hash, now)
-        if peers:
-            n = min(len(peers), self.config.max_values_per_reply)
-            values = tuple(self._rng.sample(peers, n))
-            self._reply(self._response(msg.t, addr, token=token, values=values), addr, now)
-        else:
+        # BEP 32: values of the asker's family only (6-octet over IPv4, 18-octet over IPv6).
+        v6 = ":" in addr[0]
+        peers = [p for p in self.stored_peers(msg.info_hash, now) if (":" in p[0]) is v6]
+        if not peers:
             resp = self._response(msg.t, addr, nodes_for=(msg.info_hash, msg.want), token=token)
             self._reply(resp, addr, now)
+            return
+        values = tuple(self._rng.sample(peers, min(len(peers), cfg.max_values_per_reply)))
+        # BEP 5: values instead of nodes; BEP 32: a query with 'want' gets its nodes as well.
+        nodes_for = (msg.info_hash, msg.want) if msg.want else None
+        resp = self._response(msg.t, addr, nodes_for=nodes_for, token=token, values=values)
+        data = krpc.encode(resp)
+        if len(data) > cfg.max_reply_size:
+            # BEP 32's 1024-octet cap: drop sampled peers (still a random sample) until it fits;
+            # each costs its string, "6:" + 6 or "18:" + 18 octets.
+            per_value = 21 if v6 else 8
+            drop = -(-(len(data) - cfg.max_reply_size) // per_value)
+            resp = self._response(
+                msg.t, addr, nodes_for=nodes_for, token=token, values=values[:-drop]
+            )
+            data = krpc.encode(resp)
+        self._reply(resp, addr, now, data)
 
     def _answer_announce(self, msg: AnnouncePeer, addr: Peer, now: float) -> None:
         ok = msg.token in (
