@@ -137,3 +137,17 @@ def test_claimed_peers_are_probed_while_the_lookup_runs(
     # the late one (released by the probe's connection) after.
     first, second = sorted(o.observed_ms for o in claims)
     assert first <= proof.observed_ms <= second
+
+
+def test_only_our_own_announced_endpoint_is_skipped(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """A peer may share the sensor's address (every IPv6 lab peer is on ::1): only the endpoint
+    the sensor announces is its own."""
+    log = EvidenceLog(sqlite_engine, load_or_create(tmp_path / "keys", "sweep-self"))
+    config = SweepConfig(
+        ProbeConfig(peer_id=b"-PW0001-sweepself000"), bind_ip="::1", listen_port=6881
+    )
+    sweep = BitTorrentSweep(config, log, EgressPolicy())
+    assert not sweep._is_candidate(("::1", 6881))
+    assert sweep._is_candidate(("::1", 6882))
+    assert sweep._is_candidate(("127.0.12.9", 6881))
+    assert not sweep._is_candidate(("127.0.12.9", 0))

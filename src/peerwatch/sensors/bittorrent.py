@@ -346,8 +346,10 @@ class BitTorrentSweep:
         return out
 
     def _is_candidate(self, peer: Peer) -> bool:
-        # Our own announces may come back in peer lists: never probe or record ourselves.
-        return peer[0] != self.config.bind_ip and 0 < peer[1] < 65536
+        # Our own announces may come back in peer lists: never probe or record ourselves. Only the
+        # announced endpoint is ours: a peer may share our address (everything on ::1 does).
+        own = (self.config.bind_ip, self.config.listen_port)
+        return peer != own and 0 < peer[1] < 65536
 
     async def _probe_one(
         self, torrent: WatchedTorrent, peer: Peer, gate: asyncio.Semaphore
