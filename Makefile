@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_evidence.py
 	$(PY) benchmarks/bench_import.py
 	$(PY) benchmarks/bench_bittorrent.py
+	$(PY) benchmarks/bench_leads.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache

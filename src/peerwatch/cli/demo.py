@@ -2,8 +2,10 @@
 
 A lab swarm of real libtorrent peers (and Debian's opentracker when installed) on loopback shares
 generated random content; the demo watches some of it, sweeps the swarm with the BitTorrent
-sensor, and checks the signed evidence as a third party would. Leads (issue 4) and the web app
-(issue 5) take their place here as they land. Ctrl-C stops everything cleanly.
+sensor, and checks the signed evidence as a third party would. Then leads (issue 4): a test GeoIP
+database places each lab peer in a French département (`lab.geography`), the département
+boundaries and the lab's units are imported, and the targets are listed ranked and routed. The web
+app (issue 5) takes its place here as it lands. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated
 
 import typer
 from rich.rule import Rule
+from rich.table import Table
 
 from peerwatch.app import App
 from peerwatch.cli.context import app_of, err, out
@@ -28,7 +31,7 @@ from peerwatch.domain.torrents import WatchedTorrent
 from peerwatch.errors import EvidenceError, PeerwatchError
 from peerwatch.evidence import bundle
 from peerwatch.evidence.log import RecordFilter
-from peerwatch.lab import content
+from peerwatch.lab import content, geography
 from peerwatch.lab.swarm import Lab, LabTorrent, stop_from_state
 from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
 from peerwatch.transport.egress import EgressPolicy
@@ -44,6 +47,15 @@ def demo(
         str, typer.Option(help="Loopback /24 prefix for the lab's peers (tracker at .250).")
     ] = "127.0.2.",
     sensor_ip: Annotated[str, typer.Option(help="Loopback address of the sensor.")] = "127.0.3.1",
+    boundaries: Annotated[
+        Path | None,
+        typer.Option(
+            help="GeoJSON of the French départements (properties code, nom) for the leads step "
+            "[default: ../shared/data/fr-departements-with-overseas.geojson next to the checkout, "
+            "if there; without it the leads step is skipped].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the demo in --home: lab swarm, watchlist, sensor sweep, evidence verified."""
     try:
@@ -67,13 +79,21 @@ def demo(
     out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
     lab.start()
     try:
-        _run(app, lab, home, tracker, wait, sensor_ip)
+        _run(app, lab, home, tracker, wait, sensor_ip, boundaries or geography.shared_boundaries())
     finally:
         lab.stop()
         out.print("lab stopped")
 
 
-def _run(app: App, lab: Lab, home: Path, tracker: bool, wait: float, sensor_ip: str) -> None:
+def _run(
+    app: App,
+    lab: Lab,
+    home: Path,
+    tracker: bool,
+    wait: float,
+    sensor_ip: str,
+    boundaries: Path | None,
+) -> None:
     for p in lab.members:
         held = ", ".join(f"{name} ({how})" for name, how in p.holds.items())
         enc = "  (encrypted connections only)" if p.encryption == "forced" else ""
@@ -138,16 +158,55 @@ def _run(app: App, lab: Lab, home: Path, tracker: bool, wait: float, sensor_ip: 
     out.print(f"  verify.sh (openssl only): {script.stdout.strip().splitlines()[-1]}")
     if not report.ok or script.returncode != 0:
         raise EvidenceError("the demo bundle did not verify")
+
+    out.print(Rule("5. leads: peers placed by a test GeoIP database, ranked and routed to units"))
+    if boundaries is None:
+        out.print("  [yellow]no département boundaries file[/] (--boundaries): leads step skipped")
+    else:
+        _leads(app, lab, boundaries)
     out.print(Rule())
     pw = _command_name()
     home_opt = f"--home {home}"
     out.print(
         f"Done. Try:\n  {pw} {home_opt} observations --ip {target_ip}\n"
+        f"  {pw} {home_opt} leads   (and: {pw} {home_opt} target show 1)\n"
         f"  {pw} {home_opt} evidence verify\n"
         f"  {pw} evidence verify-bundle {target}\n"
         f"  {pw} {home_opt} lab up   (then: {pw} {home_opt} sense bittorrent "
         "--dht-node 127.0.2.1:6881)"
     )
+
+
+def _leads(app: App, lab: Lab, boundaries: Path) -> None:
+    """Place the lab's peers (lab.geography), import the map and the units, list the leads."""
+    geo = lab.write_geography(boundaries)
+    app.geoip_config.set(city=geo.city, asn=geo.asn)
+    app.jurisdictions.import_geojson(boundaries, code_property="code", name_property="nom")
+    app.jurisdictions.import_units(geo.units_csv)
+    rotation = ", ".join(geography.ROTATION)
+    out.print(
+        f"  test GeoIP database (not real locations): peers placed in rotation in {rotation}; "
+        f"units from {geo.units_csv.name}"
+    )
+    store = app.targets
+    store.refresh()
+    ranked = store.ranked()
+    table = Table("#", "target", "score", "jurisdiction", "unit", "address")
+    routed = 0
+    for i, t in enumerate(ranked, start=1):
+        ip = t.ips[-1] if t.ips else ""
+        if t.jurisdiction is not None and t.jurisdiction == geo.placed.get(ip):
+            routed += 1
+        table.add_row(
+            str(i),
+            t.label,
+            str(t.score),
+            f"{t.jurisdiction} {t.jurisdiction_name or ''}".strip() if t.jurisdiction else "-",
+            t.unit or "-",
+            ", ".join(t.ips),
+        )
+    out.print(table)
+    out.print(f"  {len(ranked)} targets, {routed} routed to the département their address is in")
 
 
 async def _sweep(

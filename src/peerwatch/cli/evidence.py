@@ -20,7 +20,7 @@ from peerwatch.cli.context import app_of, err, out
 from peerwatch.errors import EvidenceError, InputError
 from peerwatch.evidence import bundle, record
 from peerwatch.evidence.keys import key_path, load_or_create, load_public_pem, public_from_raw
-from peerwatch.evidence.log import RecordFilter, iter_records, sensor_keys
+from peerwatch.evidence.log import RecordFilter, iter_chain, iter_records, sensor_keys
 from peerwatch.evidence.verify import ChainReport, Problem, verify_stored
 
 cli = typer.Typer(help="The signed, hash-chained evidence log: verify, export bundles, keys.")
@@ -101,7 +101,7 @@ def verify(
         transient=True,
     ) as bar:
         task = bar.add_task("verify", total=None)
-        for item in verify_stored(iter_records(app.engine), trusted, registered):
+        for item in verify_stored(iter_chain(app.engine), trusted, registered):
             if isinstance(item, ChainReport):
                 reports.append(item)
                 bar.update(task, completed=sum(r.checked for r in reports))
@@ -113,6 +113,7 @@ def verify(
             f"sensor {escape(r.sensor_id)}: {r.checked:,} records "
             f"(seq {r.first_seq}..{r.last_seq}),"
             f" head link {head}"
+            + (f"; {r.purged:,} purged under retention (hash kept)" if r.purged else "")
         )
     if not reports and not problems:
         out.print("the evidence log is empty")

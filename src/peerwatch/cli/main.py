@@ -12,6 +12,7 @@ from rich.markup import escape
 import peerwatch
 from peerwatch.app import App
 from peerwatch.cli import (
+    case,
     demo,
     enrich,
     evidence,
@@ -21,6 +22,7 @@ from peerwatch.cli import (
     sense,
     verify_peer,
     watchlist,
+    web,
 )
 from peerwatch.cli.context import err
 from peerwatch.errors import PeerwatchError
@@ -46,9 +48,17 @@ cli.add_typer(enrich.jurisdictions_cli, name="jurisdictions")
 cli.add_typer(enrich.units_cli, name="units")
 cli.add_typer(leads.target_cli, name="target")
 cli.add_typer(operation.operation_cli, name="operation")
+cli.add_typer(operation.retention_cli, name="retention")
+cli.command("alerts")(operation.alerts)
 cli.command("observations")(evidence.observations)
 cli.command("demo")(demo.demo)
 cli.command("verify-peer")(verify_peer.verify_peer)
+cli.command("leads")(leads.leads)
+cli.add_typer(web.user_cli, name="user")
+cli.add_typer(web.token_cli, name="token")
+cli.add_typer(web.audit_cli, name="audit")
+cli.command("serve")(web.serve)
+cli.add_typer(case.cli, name="case")
 
 
 def _version(value: bool) -> None:

@@ -7,24 +7,26 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, and_, select
 
 import peerwatch
 from peerwatch.errors import EvidenceError
 from peerwatch.evidence import log
 from peerwatch.evidence.keys import load_public_pem, public_from_raw, public_raw
 from peerwatch.evidence.verify import ChainReport, ChainVerifier, Entry, Problem
+from peerwatch.storage.schema import evidence_records
 
 BUNDLE_FORMAT = "peerwatch-evidence-bundle"
 BUNDLE_VERSION = 1
 _HERE = Path(__file__).parent
 _CHAIN_HEADER = "sensor\tseq\tprev_link\tlink\tsignature\n"
+_CHOSEN_BATCH = 500  # seqs per IN (...) query
 
 
 @dataclass
@@ -48,8 +50,14 @@ def export_bundle(
     flt: log.RecordFilter,
     *,
     progress: Callable[[int], None] | None = None,
+    records: Collection[tuple[str, int]] | None = None,
+    describe: Mapping[str, str | int] | None = None,
 ) -> ExportResult:
     """Write a bundle of the selected records to `out` (which must not exist or be empty).
+
+    `records`, when given, is the exact set of (sensor, seq) to export instead of `flt` (a case
+    package holds one target's records: several addresses and content keys); every one must be in
+    the log. `describe` adds what the selection is (e.g. the target) to the manifest's `selection`.
 
     The bundle is written in a temporary folder beside `out` and renamed into place at the end, so a
     failure leaves no half-written bundle.
@@ -68,7 +76,10 @@ def export_bundle(
             (tmp / "chain.tsv").open("w", encoding="ascii") as chain_f,
         ):
             chain_f.write(_CHAIN_HEADER)
-            for row in log.iter_records(engine, flt):
+            rows = (
+                log.iter_records(engine, flt) if records is None else _iter_chosen(engine, records)
+            )
+            for row in rows:
                 if last is not None and last[0] == row.sensor_id and last[1] == row.seq - 1:
                     prev = last[2]
                 else:
@@ -99,13 +110,21 @@ def export_bundle(
         script = tmp / "verify.sh"
         script.write_bytes((_HERE / "verify_sh.txt").read_bytes())
         script.chmod(0o755)
-        manifest = {
+        # Records purged under retention are not in the bundle (only their hashes remain): a
+        # bundle of a chain with purged records is a selection, checked record by record.
+        purged = 0 if records is not None else log.purged_count(engine, flt.sensor_id)
+        if records is None:
+            selection: dict[str, Any] = {k: v for k, v in asdict(flt).items() if v is not None}
+        else:
+            selection = {"records": len(records)}
+        selection.update(describe or {})
+        manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "written_by": f"peerwatch {peerwatch.__version__}",
             "record_version": 1,
-            "selection": {k: v for k, v in asdict(flt).items() if v is not None},
-            "complete": flt.is_everything,
+            "selection": selection,
+            "complete": records is None and flt.is_everything and purged == 0,
             "records": n,
             "sensors": {k: asdict(v) for k, v in sorted(summaries.items())},
             "files": {
@@ -114,6 +133,8 @@ def export_bundle(
                 if p.is_file()
             },
         }
+        if purged:
+            manifest["purged_records"] = purged
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for p in tmp.rglob("*"):
             if p.is_file():
@@ -125,6 +146,57 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(out, n, summaries)
+
+
+def _iter_chosen(engine: Engine, keys: Collection[tuple[str, int]]) -> Iterator[log.StoredRecord]:
+    """The records `keys` in chain order (sensor, seq); EvidenceError naming any not in the log
+    (purged under retention, or never written)."""
+    by_sensor: dict[str, list[int]] = {}
+    for sensor_id, seq in set(keys):
+        by_sensor.setdefault(sensor_id, []).append(seq)
+    c = evidence_records.c
+    for sensor_id in sorted(by_sensor):
+        seqs = sorted(by_sensor[sensor_id])
+        for start in range(0, len(seqs), _CHOSEN_BATCH):
+            chunk = seqs[start : start + _CHOSEN_BATCH]
+            query = (
+                select(evidence_records)
+                .where(and_(c.sensor_id == sensor_id, c.seq.in_(chunk)))
+                .order_by(c.seq)
+            )
+            with engine.connect() as conn:
+                rows = list(conn.execute(query))
+            found = {int(r.seq) for r in rows}
+            missing = [s for s in chunk if s not in found]
+            if missing:
+                shown = ", ".join(f"{sensor_id}/{s}" for s in missing[:5])
+                raise EvidenceError(
+                    f"record(s) {shown}{' ...' if len(missing) > 5 else ''} not in the evidence "
+                    "log (purged under retention?)"
+                )
+            for r in rows:
+                yield log.StoredRecord(
+                    sensor_id=r.sensor_id,
+                    seq=int(r.seq),
+                    record=_column_bytes(r.record),
+                    link=_column_bytes(r.link),
+                    signature=_column_bytes(r.signature),
+                    observed_ms=int(r.observed_ms),
+                    network=r.network,
+                    method=r.method,
+                    content_key=r.content_key,
+                    ip=r.ip,
+                    port=r.port,
+                )
+
+
+def _column_bytes(value: object) -> bytes:
+    # SQLite lets an edit turn a BLOB into TEXT: export it as is, verification reports it.
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return repr(value).encode("utf-8")
 
 
 def _pem_format() -> tuple[Any, Any]:

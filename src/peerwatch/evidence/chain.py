@@ -29,3 +29,9 @@ def record_hash(record: bytes) -> bytes:
 
 def next_link(prev_link: bytes, record: bytes) -> bytes:
     return hashlib.sha256(prev_link + hashlib.sha256(record).digest()).digest()
+
+
+def link_from_hash(prev_link: bytes, record_sha256: bytes) -> bytes:
+    """The same link from the record's hash alone: how a record purged under retention (only its
+    hash kept) still takes its place in the chain."""
+    return hashlib.sha256(prev_link + record_sha256).digest()

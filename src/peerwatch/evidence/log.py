@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -19,7 +19,7 @@ from peerwatch.errors import EvidenceError
 from peerwatch.evidence import chain, record
 from peerwatch.evidence.keys import SensorKey
 from peerwatch.storage.database import writer
-from peerwatch.storage.schema import evidence_records, sensors
+from peerwatch.storage.schema import evidence_purged, evidence_records, sensors
 
 
 def now_ms() -> int:
@@ -42,6 +42,22 @@ class StoredRecord:
     content_key: str
     ip: str
     port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedRecord:
+    """What stays of a record purged under the retention rule (docs/evidence.md, "Retention"):
+    its place, the SHA-256 of its canonical bytes, its link and its signature. That is all the
+    chain needs: link(n) = SHA-256(link(n-1) || record_sha256), and the signature is over link(n).
+    """
+
+    sensor_id: str
+    seq: int
+    record_sha256: bytes
+    link: bytes
+    signature: bytes
+    observed_ms: int
+    purge_id: int
 
 
 _COLUMNS = (
@@ -250,6 +266,96 @@ def _blob(value: object) -> bytes:
     return repr(value).encode("utf-8")
 
 
+def iter_chain(
+    engine: Engine, sensor_id: str | None = None, *, batch: int = 5000
+) -> Iterator[StoredRecord | PurgedRecord]:
+    """Every entry of the chains, sensor by sensor in seq order: stored records and, in their
+    places, what stays of purged ones. This is what `evidence verify` reads; `iter_records`
+    (bundles, targets, `observations`) yields stored records only."""
+    if sensor_id is not None:
+        chains = [sensor_id]
+    else:
+        with engine.connect() as conn:
+            chains = sorted(
+                set(conn.execute(select(evidence_records.c.sensor_id).distinct()).scalars())
+                | set(conn.execute(select(evidence_purged.c.sensor_id).distinct()).scalars())
+            )
+    for sensor in chains:
+        # Merged on seq within one sensor only: the database's collation orders sensor ids its
+        # own way, which need not be Python's.
+        purged = _iter_purged(engine, sensor)
+        pending = next(purged, None)
+        for row in iter_records(engine, RecordFilter(sensor_id=sensor), batch=batch):
+            while pending is not None and pending.seq < row.seq:
+                yield pending
+                pending = next(purged, None)
+            yield row
+        while pending is not None:
+            yield pending
+            pending = next(purged, None)
+
+
+def _iter_purged(engine: Engine, sensor_id: str | None) -> Iterator[PurgedRecord]:
+    c = evidence_purged.c
+    query = select(evidence_purged).order_by(c.sensor_id, c.seq)
+    if sensor_id is not None:
+        query = query.where(c.sensor_id == sensor_id)
+    with engine.connect() as conn:
+        for r in conn.execution_options(stream_results=True, yield_per=5000).execute(query):
+            yield PurgedRecord(
+                sensor_id=r.sensor_id,
+                seq=int(r.seq),
+                record_sha256=_blob(r.record_sha256),
+                link=_blob(r.link),
+                signature=_blob(r.signature),
+                observed_ms=int(r.observed_ms),
+                purge_id=int(r.purge_id),
+            )
+
+
+def purge_records(conn: Connection, keys: Sequence[tuple[str, int]], purge_id: int) -> int:
+    """Replace records by what the chain needs of them (PurgedRecord), inside the caller's
+    transaction; return how many were purged. The record bytes and their query columns (address,
+    port, content key) leave the database; the chain keeps verifying."""
+    c = evidence_records.c
+    done = 0
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        where = tuple_(c.sensor_id, c.seq).in_(chunk)
+        rows = conn.execute(
+            select(c.sensor_id, c.seq, c.record, c.link, c.signature, c.observed_ms).where(where)
+        ).all()
+        if not rows:
+            continue
+        conn.execute(
+            insert(evidence_purged),
+            [
+                {
+                    "sensor_id": r.sensor_id,
+                    "seq": r.seq,
+                    "record_sha256": chain.record_hash(_blob(r.record)),
+                    "link": _blob(r.link),
+                    "signature": _blob(r.signature),
+                    "observed_ms": r.observed_ms,
+                    "purge_id": purge_id,
+                }
+                for r in rows
+            ],
+        )
+        conn.execute(delete(evidence_records).where(where))
+        done += len(rows)
+    return done
+
+
+def purged_count(engine: Engine, sensor_id: str | None = None) -> int:
+    c = evidence_purged.c
+    query = select(func.count()).select_from(evidence_purged)
+    if sensor_id is not None:
+        query = query.where(c.sensor_id == sensor_id)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
 def sensor_keys(engine: Engine) -> dict[str, bytes]:
     """Public keys as registered in the database (not trusted by themselves: see verify)."""
     with engine.connect() as conn:
@@ -261,10 +367,15 @@ def previous_link(engine: Engine, sensor_id: str, seq: int, public_key: bytes) -
     if seq == 1:
         return chain.genesis_link(sensor_id, public_key)
     c = evidence_records.c
+    p = evidence_purged.c
     with engine.connect() as conn:
         row = conn.execute(
             select(c.link).where(and_(c.sensor_id == sensor_id, c.seq == seq - 1))
         ).first()
+        if row is None:  # the record before was purged under retention: its link stays
+            row = conn.execute(
+                select(p.link).where(and_(p.sensor_id == sensor_id, p.seq == seq - 1))
+            ).first()
     if row is None:
         raise EvidenceError(f"sensor {sensor_id!r}: record {seq - 1} is missing")
     return bytes(row[0])

@@ -6,6 +6,9 @@ Checks, for each record n in sequence order:
   3. link(n) = SHA-256(link(n-1) || SHA-256(record n)), with link(n-1) the previous stored link;
   4. the Ed25519 signature over link(n) verifies with the *trusted* public key;
   5. any query columns stored beside the record say what the record says.
+A record purged under the retention rule keeps only the SHA-256 of its bytes, its link and its
+signature: checks 3 and 4 still apply (the link is rebuilt from the hash), 2 and 5 cannot and are
+counted as purged instead (docs/evidence.md, "Retention").
 Comparing each link with the stored previous link, rather than with a recomputed chain, makes the
 first problem point at the record that was changed instead of at every record after it.
 """
@@ -20,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from peerwatch.errors import EvidenceError
 from peerwatch.evidence import chain, record
 from peerwatch.evidence.keys import public_raw, signatures_ok
-from peerwatch.evidence.log import StoredRecord
+from peerwatch.evidence.log import PurgedRecord, StoredRecord
 
 # Entries whose signatures are checked together (on every core).
 _VERIFY_BATCH = 4096
@@ -47,6 +50,7 @@ class Entry:
     signature: bytes
     prev_link: bytes | None = None
     stored: StoredRecord | None = None  # the database row, to check its query columns
+    record_sha256: bytes | None = None  # set (and `record` empty) for a purged record
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ChainReport:
     first_seq: int | None = None
     last_seq: int | None = None
     head_link: bytes | None = None
+    purged: int = 0  # records of which only the hash, link and signature remain (retention)
 
 
 class ChainVerifier:
@@ -122,11 +127,12 @@ class ChainVerifier:
         else:
             prev = self._last_link if contiguous and self._last_link is not None else None
 
-        try:
-            decoded = record.decode(entry.record)
-        except EvidenceError as exc:
-            bad("not-canonical", str(exc))
-            decoded = None
+        decoded: record.DecodedRecord | None = None
+        if entry.record_sha256 is None:
+            try:
+                decoded = record.decode(entry.record)
+            except EvidenceError as exc:
+                bad("not-canonical", str(exc))
         if decoded is not None:
             if decoded.sensor != self.sensor_id or decoded.seq != entry.seq:
                 bad(
@@ -137,7 +143,11 @@ class ChainVerifier:
             if entry.stored is not None:
                 self._check_index(entry.stored, decoded.observation, bad)
 
-        if prev is not None and chain.next_link(prev, entry.record) != entry.link:
+        if entry.record_sha256 is not None:
+            link = None if prev is None else chain.link_from_hash(prev, entry.record_sha256)
+        else:
+            link = None if prev is None else chain.next_link(prev, entry.record)
+        if link is not None and link != entry.link:
             bad(
                 "chain", "its content does not match its chain link (edited, inserted or reordered)"
             )
@@ -146,6 +156,7 @@ class ChainVerifier:
         self._last_link = entry.link
         r = self.report
         r.checked += 1
+        r.purged += entry.record_sha256 is not None
         r.first_seq = entry.seq if r.first_seq is None else r.first_seq
         r.last_seq = entry.seq
         r.head_link = entry.link
@@ -168,7 +179,7 @@ class ChainVerifier:
 
 
 def verify_stored(
-    rows: Iterable[StoredRecord],
+    rows: Iterable[StoredRecord | PurgedRecord],
     trusted: dict[str, Ed25519PublicKey],
     registered: dict[str, bytes],
 ) -> Iterator[Problem | ChainReport]:
@@ -201,7 +212,11 @@ def verify_stored(
                     "the public key registered in the database is not the trusted key",
                 )
             verifier = ChainVerifier(row.sensor_id, key)
-        pending.append(Entry(row.seq, row.record, row.link, row.signature, stored=row))
+        if isinstance(row, PurgedRecord):
+            entry = Entry(row.seq, b"", row.link, row.signature, record_sha256=row.record_sha256)
+        else:
+            entry = Entry(row.seq, row.record, row.link, row.signature, stored=row)
+        pending.append(entry)
     if verifier is not None:
         yield from verifier.feed_many(pending)
         yield verifier.report

@@ -7,8 +7,9 @@ process and its own 127.x address).
 The config (written by `lab.swarm`) names the address, the DHT nodes to start from, the encryption
 policy and the torrents with their data folders. The process prints `READY <ip> <port>` once it
 listens, rewrites its status file every second (torrents, progress, peers, DHT nodes), and exits
-cleanly on SIGTERM or SIGINT. It binds to its loopback address only: DHT bootstrap, local service
-discovery, UPnP and NAT-PMP are off, so it never sends anything off this machine.
+cleanly on SIGTERM or SIGINT. The address may be IPv6 (`::1`, the lab's IPv6 peer and DHT node).
+It binds to its loopback address only: DHT bootstrap, local service discovery, UPnP and NAT-PMP
+are off, so it never sends anything off this machine.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import libtorrent as lt
 def settings(config: dict[str, Any]) -> dict[str, Any]:
     ip, port = config["ip"], config["port"]
     pack: dict[str, Any] = {
-        "listen_interfaces": f"{ip}:{port}",
+        # An IPv6 address is bracketed (the lab's IPv6 peer and DHT node are on [::1]).
+        "listen_interfaces": f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}",
         "outgoing_interfaces": ip,
         "enable_dht": bool(config.get("dht", True)),
         "dht_bootstrap_nodes": "",  # never the public bootstrap routers

@@ -24,12 +24,21 @@ and a new file; `unlisted-v2` (v2-only, 32 KiB pieces, so another infohash and p
 same per-file pieces root) holds a copy of watched-v2's first file and a new file. Without
 `discoverable` these torrents are not made, and nothing else changes.
 
+`ipv6` (default off) adds one peer after those on `::1`, the only IPv6 loopback address (so there
+can be only one): it listens on `[::1]` alone and seeds every watched torrent (v1, hybrid,
+v2-only). Debian's opentracker is built for IPv4 only (it exits when asked to bind `::1`), so
+this peer is found over the IPv6 DHT (BEP 32): the lab also runs a DHT-only libtorrent node on
+`[::1]` (no torrents, `Lab.dht6_node`) that the peer announces to and a sensor bootstraps from.
+Both take free ports on `::1` (other tests and labs may use `::1` at the same time).
+`write_geography` places every peer in a French département (`lab.geography`).
+
 Nothing here sends a packet off the machine: every listen, outgoing and announce address is in
-127.0.0.0/8, and DHT bootstrap, LSD, UPnP and NAT-PMP are off in every peer.
+127.0.0.0/8 (or is ::1), and DHT bootstrap, LSD, UPnP and NAT-PMP are off in every peer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,10 +51,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerwatch.errors import PeerwatchError
 from peerwatch.lab import content
+
+if TYPE_CHECKING:
+    from peerwatch.lab.geography import LabGeography
 
 PEER_NET = "127.0.2."
 TRACKER_IP = "127.0.2.250"
@@ -102,13 +114,30 @@ class Lab:
     peer_net: str = PEER_NET  # peers get peer_net + 1..N, the tracker peer_net + 250
     leechers: int = 0  # extra peers (after the `peers` role-cycled ones) leeching watched-v1
     discoverable: int = 0  # extra peers (after the leechers) seeding the unlisted torrents
+    ipv6: bool = False  # one more peer (the last) on [::1], and a DHT node on [::1] for it
     torrents: dict[str, LabTorrent] = field(default_factory=dict)
     members: list[LabPeer] = field(default_factory=list)
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    _dht6_port: int | None = None
 
     @property
     def tracker_ip(self) -> str:
         return f"{self.peer_net}250"
+
+    @property
+    def dht6_node(self) -> tuple[str, int] | None:
+        """With `ipv6`: the lab's IPv6 DHT node ("::1", port), where an IPv6 sensor starts."""
+        return None if self._dht6_port is None else ("::1", self._dht6_port)
+
+    def write_geography(self, boundaries: Path, folder: Path | None = None) -> LabGeography:
+        """A test GeoIP City + ASN database placing every peer in a département, and a units
+        CSV (`lab.geography`), in `folder` [default: WORKDIR/geo]. Call after `prepare` or
+        `start`."""
+        from peerwatch.lab.geography import write_geography  # mmdb-writer: the lab extra
+
+        if not self.members:
+            self.prepare()
+        return write_geography(self.members, folder or self.workdir / "geo", boundaries=boundaries)
 
     # -- building -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -179,9 +208,23 @@ class Lab:
                     "enabled",
                 )
             )
+        if self.ipv6:
+            # Free ports on ::1, which other labs and tests share (one address for everyone).
+            port6, self._dht6_port = _free_ipv6_ports(2)
+            self.members.append(
+                LabPeer(
+                    len(self.members),
+                    "::1",
+                    port6,
+                    {t.name: "seed" for t in self.torrents.values() if t.watched},
+                    "enabled",
+                )
+            )
         self._write_watchlist()
         for peer in self.members:
             self._prepare_peer(peer)
+        if self._dht6_port is not None:
+            self._prepare_dht6()
 
     def _make_unlisted(self, lt: Any, trackers: list[str]) -> None:
         """The discovery torrents: watched files repackaged under new names (see the module)."""
@@ -247,19 +290,43 @@ class Lab:
                 entry["download_rate_limit"] = LEECHER_RATE
             torrents.append(entry)
         # Every other peer is a starting node: peers that start later reach the earlier ones,
-        # which then learn them from the incoming queries, whatever the start order.
-        bootstrap = [m for m in self.members if m.index != peer.index]
+        # which then learn them from the incoming queries, whatever the start order. A node
+        # serves one family (BEP 32): the IPv6 peer starts from the lab's IPv6 DHT node.
+        bootstrap = [
+            (m.ip, m.port)
+            for m in self.members
+            if m.index != peer.index and (":" in m.ip) is (":" in peer.ip)
+        ]
+        if ":" in peer.ip and self.dht6_node is not None:
+            bootstrap.append(self.dht6_node)
         config = {
             "name": peer.name,
             "ip": peer.ip,
             "port": peer.port,
             "dht": True,
-            "dht_nodes": [[m.ip, m.port] for m in bootstrap],
+            "dht_nodes": [[ip, port] for ip, port in bootstrap],
             "encryption": peer.encryption,
             "torrents": torrents,
             "status_file": str(root / "status.json"),
         }
         root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(config, indent=1))
+
+    def _prepare_dht6(self) -> None:
+        """The IPv6 DHT node: a libtorrent session on [::1] with the DHT and no torrent."""
+        assert self._dht6_port is not None
+        root = self.workdir / "peers" / "dht6"
+        root.mkdir(parents=True, exist_ok=True)
+        config = {
+            "name": "dht6",
+            "ip": "::1",
+            "port": self._dht6_port,
+            "dht": True,
+            "dht_nodes": [[m.ip, m.port] for m in self.members if ":" in m.ip],
+            "encryption": "enabled",
+            "torrents": [],
+            "status_file": str(root / "status.json"),
+        }
         (root / "config.json").write_text(json.dumps(config, indent=1))
 
     # -- running ------------------------------------------------------------------------------
@@ -269,6 +336,8 @@ class Lab:
         try:
             if self.tracker:
                 self._start_tracker()
+            if self._dht6_port is not None:
+                self._start_process(self.workdir / "peers" / "dht6" / "config.json", "dht6")
             for peer in self.members:
                 cfg = self.workdir / "peers" / peer.name / "config.json"
                 self._procs.append(
@@ -292,6 +361,43 @@ class Lab:
         except BaseException:
             self.stop()
             raise
+
+    def restart_peer(self, index: int, port: int) -> LabPeer:
+        """Stop peer `index` and start it again listening on `port` (same address, data and
+        client), as a client restarted with another port would: the identity rules link the
+        two endpoints (`port-change`, docs/leads.md). Returns the peer as it is now."""
+        old = self.members[index]
+        proc = self._procs[len(self._procs) - len(self.members) + index]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        peer = dataclasses.replace(old, port=port)
+        self.members[index] = peer
+        self._prepare_peer(peer)
+        position = self._procs.index(proc)
+        self._start_process(self.workdir / "peers" / peer.name / "config.json", peer.name)
+        self._procs[position] = self._procs.pop()
+        self._write_state()
+        return peer
+
+    def _start_process(self, cfg: Path, name: str) -> None:
+        proc = subprocess.Popen(  # noqa: S603  # our own module, fixed arguments
+            [sys.executable, "-m", "peerwatch.lab.peer_process", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("READY"):
+            raise LabError(f"{name} did not start: {line or 'no output'}")
 
     def _start_tracker(self) -> None:
         exe = shutil.which("opentracker")
@@ -476,6 +582,25 @@ def _damage(folder: Path, pieces: int, *, at_start: bool = False) -> None:
     with first.open("r+b") as f:
         f.seek(0 if at_start else max(0, size // 2 - PIECE))
         f.write(b"\0" * PIECE * pieces)
+
+
+def _free_ipv6_ports(count: int) -> list[int]:
+    """`count` distinct ports free on [::1] for both TCP and UDP (libtorrent listens on both)."""
+    import socket
+
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("::1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("::1", port))
+                except OSError:
+                    continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _wait_tcp(host: str, port: int, timeout: float) -> bool:

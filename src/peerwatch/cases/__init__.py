@@ -1,0 +1,1 @@
+"""Case packages: one target's report (PDF), data (JSON) and evidence bundle, with a manifest."""

@@ -1,0 +1,1 @@
+"""Enrichment: GeoIP, network flags, jurisdictions and units (issue 4)."""

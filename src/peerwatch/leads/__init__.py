@@ -1,0 +1,1 @@
+"""Leads: targets, scores, claims and deconfliction, alerts, national operations (issue 4)."""

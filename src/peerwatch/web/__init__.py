@@ -1,0 +1,1 @@
+"""The investigators' web app and JSON API (docs/webapp.md): `create_app(app)`."""
