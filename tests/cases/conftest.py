@@ -23,10 +23,9 @@ from peerwatch.evidence.record import Observation
 from peerwatch.lab.geoip import Placed, build_geoip
 from peerwatch.settings import Settings
 from tests.leads.targets_support import DAY, T0, claim, key, probe
+from tests.shared_data import SIMPLIFIED_NAME, boundaries_path, require_boundaries
 
-BOUNDARIES = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "fr-departements-simplified.geojson"
-)
+BOUNDARIES = boundaries_path(SIMPLIFIED_NAME)
 AS_OF_MS = T0 + 2 * DAY
 PARIS = "127.0.5.10"  # the main target: Paris, two items held, a claim, a second sensor
 CGNAT = "100.64.1.7"  # carrier-grade NAT space (RFC 6598), placed in the Nord
@@ -75,8 +74,7 @@ def pw(home: Path, *args: str) -> int:
 
 @pytest.fixture
 def lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Lab]:
-    if not BOUNDARIES.exists():
-        pytest.skip(f"shared boundaries file not found: {BOUNDARIES}")
+    require_boundaries(SIMPLIFIED_NAME)
     home = tmp_path / "home"
     geo = build_geoip(
         tmp_path / "geo",

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import pytest
 
 from peerwatch.lab.geoip import LabGeoIP, Placed, build_geoip
+from tests.shared_data import OVERSEAS_NAME, SIMPLIFIED_NAME, boundaries_path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-OVERSEAS = DATA / "fr-departements-with-overseas.geojson"
-SIMPLIFIED = DATA / "fr-departements-simplified.geojson"
+OVERSEAS = boundaries_path(OVERSEAS_NAME)
+SIMPLIFIED = boundaries_path(SIMPLIFIED_NAME)
 BUILT = date(2026, 10, 27)
 
 # Where the test databases put each address: loopback (what the lab and demo use), documentation

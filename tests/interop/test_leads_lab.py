@@ -34,13 +34,9 @@ from peerwatch.lab.geography import LabGeography
 from peerwatch.lab.swarm import TRACKER_PORT, Lab, LabPeer
 from peerwatch.settings import Settings
 from tests.interop.conftest import require_lab_tools
+from tests.shared_data import boundaries_path, require_boundaries
 
-BOUNDARIES = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "fr-departements-with-overseas.geojson"
-)
+BOUNDARIES = boundaries_path()
 NET = "127.0.13."
 SENSOR = f"{NET}200"
 RESTARTED = 0  # the peer restarted on another port (role 0: seeds watched-v1 and hybrid)
@@ -121,8 +117,7 @@ def _require_ipv6_loopback() -> None:
 def acceptance(tmp_path_factory: pytest.TempPathFactory) -> Any:
     require_lab_tools()
     _require_ipv6_loopback()
-    if not BOUNDARIES.exists():
-        pytest.skip(f"shared boundaries file not found: {BOUNDARIES}")
+    require_boundaries()
     root = tmp_path_factory.mktemp("leads-lab")
     home = root / "home"
     lab = Lab(root / "lab", peers=10, peer_net=NET, ipv6=True)

@@ -13,13 +13,9 @@ from peerwatch.cli.main import run
 from peerwatch.lab import geography
 from peerwatch.lab.swarm import Lab, LabPeer
 from peerwatch.settings import Settings
+from tests.shared_data import boundaries_path, require_boundaries
 
-BOUNDARIES = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "fr-departements-with-overseas.geojson"
-)
+BOUNDARIES = boundaries_path()
 
 # Twelve IPv4 peers (two turns of the rotation) and the IPv6 peer, as `Lab` numbers them.
 PEERS = [LabPeer(i, f"127.0.13.{i + 1}", 6881, {}, "enabled") for i in range(12)] + [
@@ -60,8 +56,7 @@ def test_units_csv_is_the_documented_format() -> None:
 
 
 def test_every_peer_is_placed_where_the_rotation_says(tmp_path: Path) -> None:
-    if not BOUNDARIES.exists():
-        pytest.skip(f"shared boundaries file not found: {BOUNDARIES}")
+    require_boundaries()
     geo = geography.write_geography(PEERS, tmp_path / "geo", boundaries=BOUNDARIES)
     assert geo.placed == {p.ip: geography.ROTATION[p.index % 6] for p in PEERS}
     assert geo.placed["::1"] == "75"  # index 12

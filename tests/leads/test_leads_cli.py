@@ -19,13 +19,9 @@ from peerwatch.cli.main import run
 from peerwatch.lab.geoip import Placed, build_geoip
 from peerwatch.settings import Settings
 from tests.leads.targets_support import DAY, T0, claim, key, probe
+from tests.shared_data import boundaries_path, require_boundaries
 
-BOUNDARIES = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / ("fr-departements-with-overseas.geojson")
-)
+BOUNDARIES = boundaries_path()
 AS_OF = "2025-11-27T12:00:00Z"  # two calendar days (UTC) after the last sighting, T0 + DAY
 
 
@@ -35,8 +31,7 @@ def pw(home: Path, *args: str) -> int:
 
 @pytest.fixture
 def lab_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    if not BOUNDARIES.exists():
-        pytest.skip(f"shared boundaries file not found: {BOUNDARIES}")
+    require_boundaries()
     home = tmp_path / "home"
     geo = build_geoip(
         tmp_path / "geo",

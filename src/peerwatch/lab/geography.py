@@ -28,6 +28,7 @@ the project: `shared_boundaries()` finds the copy next to the checkout when ther
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,19 @@ def write_geography(peers: Iterable[LabPeer], folder: Path, *, boundaries: Path)
     return LabGeography(geoip, path, placed)
 
 
-def shared_boundaries() -> Path | None:
-    """The shared boundaries file next to this checkout (../shared/data), if it is there."""
+def shared_data_dirs() -> list[Path]:
+    """Where the shared boundary files may be (DESIGN.md, "Shared data"), in order: the folder
+    named by PEERWATCH_SHARED_DATA, ../shared/data next to this checkout, /work/shared/data. They
+    are not copied into the project (their licence and size stay with their source)."""
     root = Path(__file__).resolve().parents[3]
-    path = root.parent / "shared" / "data" / "fr-departements-with-overseas.geojson"
-    return path if path.is_file() else None
+    dirs = [root.parent / "shared" / "data", Path("/work/shared/data")]
+    env = os.environ.get("PEERWATCH_SHARED_DATA")
+    return ([Path(env)] if env else []) + dirs
+
+
+def shared_boundaries(name: str = "fr-departements-with-overseas.geojson") -> Path | None:
+    """The first shared boundaries file called `name` that exists, or None."""
+    for folder in shared_data_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    return None
