@@ -17,8 +17,19 @@ from peerwatch.cli.context import app_of, err, out
 from peerwatch.domain.hashes import HashKind, HashParseError, parse_hash
 from peerwatch.domain.torrents import WatchedTorrent
 from peerwatch.errors import InputError
+from peerwatch.protocols.ed2k.client import ClientIdentity
+from peerwatch.protocols.ed2k.link import LinkError, parse_ed2k_link
 from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
 from peerwatch.sensors.discovery import Discovery, DiscoveryConfig, DiscoveryStats
+from peerwatch.sensors.ed2k import (
+    Ed2kFile,
+    Ed2kPeer,
+    Ed2kSweep,
+    Ed2kSweepConfig,
+    Ed2kSweepStats,
+    load_user_hash,
+)
+from peerwatch.transport.ed2k_probe import Ed2kProbeConfig
 from peerwatch.transport.egress import LOOPBACK, EgressPolicy
 from peerwatch.transport.metadata_fetch import MetadataFetchConfig
 from peerwatch.transport.peer_probe import ProbeConfig
@@ -263,4 +274,154 @@ def bittorrent(
         out.print(
             f"[yellow]{egress.denied + stats.refused_by_egress} destination(s) outside the "
             "allowed networks were not contacted[/] (see --allow-network)"
+        )
+
+
+def _ed2k_peer(text: str) -> Ed2kPeer:
+    """[USERHASH@]HOST:PORT; the user hash (32 hex digits) lets the probe obfuscate."""
+    user_hash: bytes | None = None
+    if "@" in text:
+        head, _, text = text.partition("@")
+        try:
+            user_hash = bytes.fromhex(head)
+        except ValueError:
+            user_hash = None
+        if user_hash is None or len(user_hash) != 16:
+            raise InputError(
+                f"{head!r} is not a user hash (32 hex digits)",
+                source="command line",
+                field="--peer",
+            )
+    host, port = _endpoint(text, "--peer")
+    return Ed2kPeer(host, port, user_hash)
+
+
+def _ed2k_files(app: App, given: list[str]) -> list[Ed2kFile]:
+    if not given:
+        kinds = (HashKind.ED2K.value, HashKind.MD5_OR_ED2K.value)
+        found = {v: None for k, v in app.watchlist.iter_active_hashes() if k in kinds}
+        return [Ed2kFile(h) for h in found]
+    files = []
+    for i, text in enumerate(given, start=1):
+        if text.startswith("ed2k://"):
+            try:
+                link = parse_ed2k_link(text)
+            except LinkError as exc:
+                raise InputError(
+                    exc.reason, source="command line", location=f"--ed2k {i}"
+                ) from None
+            files.append(Ed2kFile(link.file_hash, link.size))
+            continue
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+        if len(value) != 16:
+            raise InputError(
+                "an eD2k hash is 32 hex digits (or give an ed2k:// link)",
+                source="command line",
+                location=f"--ed2k {i}",
+            )
+        files.append(Ed2kFile(value))
+    return files
+
+
+def _ed2k_table(stats: Ed2kSweepStats, started: float) -> Table:
+    table = Table("elapsed", "sweeps", "probes", "proven", "no file", "failed", "observations")
+    table.add_row(
+        f"{time.monotonic() - started:.0f} s",
+        str(stats.sweeps),
+        str(stats.probes),
+        str(stats.proven),
+        str(stats.no_file),
+        str(stats.failed),
+        str(stats.observations),
+    )
+    return table
+
+
+@cli.command("ed2k")
+def ed2k(
+    ctx: typer.Context,
+    peer: Annotated[
+        list[str],
+        typer.Option(
+            "--peer",
+            help="eD2k peer [USERHASH@]HOST:PORT to probe; with its user hash (32 hex digits) "
+            "the probe can obfuscate, which a peer that requires obfuscation needs.",
+        ),
+    ],
+    ed2k_hash: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ed2k", help="Probe for this eD2k hash or ed2k:// link instead of the watchlist."
+        ),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(help="Keep sweeping for this many seconds (0: one sweep).")
+    ] = 0.0,
+    bind: Annotated[str, typer.Option(help="Local IP for every connection.")] = "127.0.15.200",
+    obfuscation: Annotated[
+        str,
+        typer.Option(
+            help="auto: obfuscated first when the peer's user hash is known, else plain; "
+            "plain; obfuscated."
+        ),
+    ] = "auto",
+    allow_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-network",
+            help="Also allow traffic to this CIDR (default: loopback only, 127.0.0.0/8 and ::1).",
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Peers probed at once.")] = 8,
+) -> None:
+    """Probe eD2k peers (eMule, aMule) for watched files: HELLO, file request, file status.
+
+    One observation per peer and file: possession (file status, with completion), the peer's
+    "no such file" answer, or why the probe failed. The sensor's user hash is created once and
+    kept in HOME/keys/ed2k-userhash.
+    """
+    app = app_of(ctx)
+    if obfuscation not in ("auto", "plain", "obfuscated"):
+        raise InputError("--obfuscation is auto, plain or obfuscated", source="command line")
+    if concurrency < 1:
+        raise InputError("--concurrency must be at least 1", source="command line")
+    peers = [_ed2k_peer(p) for p in peer]
+    files = _ed2k_files(app, ed2k_hash or [])
+    if not files:
+        raise InputError("nothing to probe for: the watchlist has no eD2k hash (or give --ed2k)")
+    egress = EgressPolicy((*LOOPBACK, *(allow_network or [])))
+    identity = ClientIdentity(
+        load_user_hash(app.settings.keys_dir), client_id=0, supports_crypt=True
+    )
+    config = Ed2kSweepConfig(
+        probe=Ed2kProbeConfig(identity, bind_ip=bind, obfuscation=obfuscation),
+        concurrency=concurrency,
+    )
+    started = time.monotonic()
+
+    async def run() -> Ed2kSweepStats:
+        with Live(_ed2k_table(Ed2kSweepStats(), started), console=err, transient=True) as live:
+            sweep = Ed2kSweep(
+                config,
+                app.evidence,
+                egress,
+                progress=lambda s: live.update(_ed2k_table(s, started)),
+            )
+            stats = await sweep.sweep(peers, files)
+            while time.monotonic() - started < duration:
+                stats = await sweep.sweep(peers, files)
+            return stats
+
+    stats = asyncio.run(run())
+    out.print(_ed2k_table(stats, started))
+    for key, proven in sorted(stats.per_file.items()):
+        shown = ", ".join(f"{a}:{p}" for a, p in sorted(proven))
+        out.print(f"{escape(key)}: possession proven for {len(proven)} peer(s): {escape(shown)}")
+    if stats.refused_by_egress:
+        out.print(
+            f"[yellow]{stats.refused_by_egress} peer(s) outside the allowed networks were not "
+            "contacted[/] (see --allow-network)"
         )
