@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from peerwatch.accounts.role import PERMISSIONS, Permission, Role
 from peerwatch.leads.targets import TargetSummary
-from peerwatch.web import api, pages
 from peerwatch.web.site import create_app
 from tests.web.conftest import PASSWORD, USERS, Site, csrf_of, login
 
@@ -24,7 +25,11 @@ class Route:
     method: str
     path: str  # "{target_id}" is filled in per case
     permission: Permission | None  # None: any signed-in principal
-    reads: str  # "targets", "target", "other"
+    reads: str  # "targets", "target", "other"; "elsewhere": allowed calls are checked in the
+    # module's own test (tests/web/test_operations_web.py, test_watchlist_web.py), denials here;
+    # "action": a change to one target (claim, export, ...): done or refused (409) within the
+    # scope, 404 outside it. `body`: the form fields / JSON body it is called with.
+    body: tuple[tuple[str, str], ...] = ()
 
 
 ROUTES = (
@@ -40,21 +45,84 @@ ROUTES = (
     Route("GET", "/api/v1/audit/verify", Permission.READ_AUDIT, "other"),
     Route("GET", "/api/v1/users", Permission.MANAGE_USERS, "other"),
     Route("POST", "/api/v1/users", Permission.MANAGE_USERS, "other"),
+    # web/operations.py, web/watchlist.py, web/sensors.py
+    Route("GET", "/operations", Permission.READ_OPERATIONS, "other"),
+    Route("GET", "/operations/new", Permission.PLAN_OPERATIONS, "other"),
+    Route("POST", "/operations", Permission.PLAN_OPERATIONS, "elsewhere"),
+    Route("GET", "/operations/{operation_id}", Permission.READ_OPERATIONS, "elsewhere"),
+    Route("POST", "/operations/{operation_id}/dispatch", Permission.PLAN_OPERATIONS, "elsewhere"),
+    Route("GET", "/api/v1/operations", Permission.READ_OPERATIONS, "other"),
+    Route("GET", "/api/v1/operations/preview", Permission.PLAN_OPERATIONS, "other"),
+    Route("POST", "/api/v1/operations", Permission.PLAN_OPERATIONS, "elsewhere"),
+    Route("GET", "/api/v1/operations/{operation_id}", Permission.READ_OPERATIONS, "elsewhere"),
+    Route(
+        "POST",
+        "/api/v1/operations/{operation_id}/dispatch",
+        Permission.PLAN_OPERATIONS,
+        "elsewhere",
+    ),
+    Route(
+        "GET",
+        "/api/v1/operations/{operation_id}/packages/{folder}",
+        Permission.READ_OPERATIONS,
+        "elsewhere",
+    ),
+    Route(
+        "GET",
+        "/api/v1/operations/{operation_id}/national-summary/{fmt}",
+        Permission.PLAN_OPERATIONS,
+        "elsewhere",
+    ),
+    Route("GET", "/watchlist", Permission.READ_WATCHLIST, "other"),
+    Route("POST", "/watchlist/imports", Permission.MANAGE_WATCHLIST, "elsewhere"),
+    Route("GET", "/watchlist/imports/{import_id}", Permission.MANAGE_WATCHLIST, "elsewhere"),
+    Route("GET", "/api/v1/watchlist", Permission.READ_WATCHLIST, "other"),
+    Route("POST", "/api/v1/watchlist/imports", Permission.MANAGE_WATCHLIST, "elsewhere"),
+    Route("GET", "/api/v1/watchlist/imports/{import_id}", Permission.MANAGE_WATCHLIST, "elsewhere"),
+    Route("GET", "/sensors", Permission.READ_SENSORS, "other"),
+    Route("GET", "/api/v1/sensors", Permission.READ_SENSORS, "other"),
+    # web/map.py, web/target_actions.py, web/cases.py
+    Route("GET", "/map", Permission.READ_TARGETS, "other"),
+    Route("GET", "/api/v1/map", Permission.READ_TARGETS, "other"),
+    Route("GET", "/api/v1/targets/{target_id}/lead", Permission.READ_TARGETS, "target"),
+    *(
+        Route(method, path.format(action=action), Permission.CLAIM_TARGETS, "action", body)
+        for path in ("/leads/{{target_id}}/{action}", "/api/v1/targets/{{target_id}}/{action}")
+        for method in ("POST",)
+        for action, body in (
+            ("claim", (("unit", "U13"),)),
+            ("release", ()),
+            ("transfer", (("to_unit", "U13"),)),
+            ("state", (("state", "in-investigation"),)),
+        )
+    ),
+    Route("POST", "/leads/{target_id}/export", Permission.EXPORT_CASES, "action"),
+    Route("POST", "/api/v1/targets/{target_id}/export", Permission.EXPORT_CASES, "action"),
+    Route("GET", "/cases/{name}/{file}", Permission.EXPORT_CASES, "elsewhere"),
+    Route("GET", "/api/v1/cases/{name}/{file}", Permission.EXPORT_CASES, "elsewhere"),
 )
 #: Routes that need no sign-in (the sign-in itself, and the home redirect).
 PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("GET", "/login/totp")}
 PUBLIC |= {("POST", "/login/totp"), ("POST", "/logout")}
 
 
-def test_the_matrix_covers_every_route() -> None:
+def app_routes(web: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route of the app, whichever module's router adds it."""
+    found: set[tuple[str, str]] = set()
+    stack: list[Any] = list(web.router.routes)
+    while stack:
+        route = stack.pop()
+        inner = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+        if inner is not None:
+            stack.extend(inner.routes)
+        elif isinstance(route, APIRoute):
+            found |= {(m, route.path) for m in (route.methods or set()) - {"HEAD"}}
+    return found
+
+
+def test_the_matrix_covers_every_route(site: Site) -> None:
     """A new route must join the matrix (or the public list) before this passes."""
-    declared = {
-        (m, r.path)
-        for router in (pages.router, api.router)
-        for r in router.routes
-        if isinstance(r, APIRoute)
-        for m in (r.methods or set()) - {"HEAD"}
-    }
+    declared = app_routes(create_app(site.app, site.config))
     assert declared == {(r.method, r.path) for r in ROUTES} | PUBLIC
 
 
@@ -73,6 +141,11 @@ def _call(
     path = route.path.replace("{target_id}", str(target_id))
     if route.method == "GET":
         r = client.get(path, headers=headers, follow_redirects=False)
+    elif route.reads == "action" and path.startswith("/api/"):
+        r = client.post(path, json=dict(route.body), headers=headers, follow_redirects=False)
+    elif route.reads == "action":
+        data = {**dict(route.body), "csrf": headers.get("X-CSRF-Token", "")}
+        r = client.post(path, data=data, follow_redirects=False)
     elif path.startswith("/api/"):
         body = {"name": f"matrix{n}", "role": "auditor", "password": PASSWORD}
         r = client.post(path, json=body, headers=headers, follow_redirects=False)
@@ -116,7 +189,7 @@ def test_authorisation_matrix(site: Site, via: str) -> None:
             if via == "token" and not route.path.startswith("/api/"):
                 continue  # pages are for browsers: a token opens none
             may = route.permission is None or route.permission in PERMISSIONS[Role(role)]
-            cases = sorted(all_ids) if route.reads == "target" else [0]
+            cases = sorted(all_ids) if route.reads in ("target", "action") else [0]
             for target_id in cases:
                 n += 1
                 before = site.app.audit.head()[0]
@@ -124,6 +197,20 @@ def test_authorisation_matrix(site: Site, via: str) -> None:
                 where = (name, via, route.method, route.path, target_id)
                 if not may:
                     assert status == 403, where
+                    continue
+                if route.reads == "elsewhere":
+                    continue
+                if route.reads == "action":
+                    if target_id in visible:
+                        # Done, or refused by the lead workflow with its reason; audited.
+                        assert status in (200, 201, 303, 409), (where, status, text)
+                        (entry,) = site.app.audit.latest(1)
+                        assert entry.object == f"target:{target_id}", where
+                        assert entry.action.split(".")[0] in ("target", "case"), where
+                    else:
+                        assert status == 404 and "no such target" in text, where
+                        (entry,) = site.app.audit.latest(1)
+                        assert entry.action == "target.denied", where
                     continue
                 if route.reads == "target":
                     if target_id in visible:
@@ -152,8 +239,11 @@ def test_authorisation_matrix(site: Site, via: str) -> None:
                         assert f"T-{other:06d}" not in text, where
                 else:
                     assert status in (200, 201), (where, status, text)
-    # The coordinator sees 4 targets, inv75 2, inv13 1; through pages and API, or the API only.
-    assert views == (4 + 2 + 1) * (2 if via == "session" else 1)
+    # The coordinator sees 4 targets, inv75 2, inv13 1; through each page and API route that reads
+    # one target, or the API routes only.
+    readers = [r for r in ROUTES if r.reads == "target"]
+    reads = len([r for r in readers if via == "session" or r.path.startswith("/api/")])
+    assert views == (4 + 2 + 1) * reads
     entries = list(site.app.audit.iter_entries())
     assert sum(e.action == "target.view" for e in entries) == views
     report = site.app.audit.verify()

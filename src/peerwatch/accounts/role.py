@@ -23,13 +23,44 @@ class Permission(enum.StrEnum):
     READ_TARGETS = "read-targets"  # leads, targets, observations, explanations (within the scope)
     READ_AUDIT = "read-audit"  # the audit log and its verification
     MANAGE_USERS = "manage-users"  # list and add users
+    READ_OPERATIONS = "read-operations"  # operations, as far as the scope's part of them goes
+    PLAN_OPERATIONS = "plan-operations"  # preview, create and dispatch national operations
+    READ_WATCHLIST = "read-watchlist"  # lists, versions, counts and provenance (no item)
+    MANAGE_WATCHLIST = "manage-watchlist"  # import hash lists
+    READ_SENSORS = "read-sensors"  # sensors, their chains and observation counts
+    CLAIM_TARGETS = "claim-targets"  # claim, release, transfer, change the state of leads
+    EXPORT_CASES = "export-cases"  # write and download case packages (within the scope)
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.COORDINATOR: frozenset({Permission.READ_TARGETS}),
-    Role.INVESTIGATOR: frozenset({Permission.READ_TARGETS}),
+    Role.COORDINATOR: frozenset(
+        {
+            Permission.READ_TARGETS,
+            Permission.READ_OPERATIONS,
+            Permission.PLAN_OPERATIONS,
+            Permission.READ_WATCHLIST,
+            Permission.READ_SENSORS,
+            Permission.CLAIM_TARGETS,
+            Permission.EXPORT_CASES,
+        }
+    ),
+    Role.INVESTIGATOR: frozenset(
+        {
+            Permission.READ_TARGETS,
+            Permission.READ_OPERATIONS,
+            Permission.CLAIM_TARGETS,
+            Permission.EXPORT_CASES,
+        }
+    ),
     Role.AUDITOR: frozenset({Permission.READ_AUDIT}),
-    Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
+    Role.ADMIN: frozenset(
+        {
+            Permission.MANAGE_USERS,
+            Permission.READ_WATCHLIST,
+            Permission.MANAGE_WATCHLIST,
+            Permission.READ_SENSORS,
+        }
+    ),
 }
 
 

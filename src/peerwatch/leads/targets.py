@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -48,6 +49,7 @@ from peerwatch.leads.score import (
 from peerwatch.storage.database import writer
 from peerwatch.storage.schema import (
     evidence_records,
+    lead_states,
     sensors,
     target_contents,
     target_cursors,
@@ -91,6 +93,9 @@ class TargetSummary:
     flags: frozenset[str]
     networks: tuple[str, ...]
     content_keys: tuple[str, ...]
+    # The unit holding the lead (claim or transfer), when it is not only `unit`: it may read the
+    # target too, wherever the target is routed (docs/operations.md, deconfliction).
+    holder_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,10 +839,11 @@ class TargetStore:
         first), so the same data and `as_of_ms` always give the same order. Recency is measured
         against `as_of_ms` (default: now)."""
         as_of = self._clock_ms() if as_of_ms is None else as_of_ms
-        t = targets.c
+        t, ls = targets.c, lead_states.c
         points = score_sql(t, as_of, self.config.score).label("score")
         query = (
-            select(*[t[name] for name in _SUMMARY_COLUMNS], points)
+            select(*[t[name] for name in _SUMMARY_COLUMNS], points, ls.unit)
+            .select_from(targets.outerjoin(lead_states, ls.target_id == t.id))
             .where(t.observations > 0)
             .order_by(points.desc(), t.last_ms.desc(), t.id)
         )
@@ -846,7 +852,8 @@ class TargetStore:
         if unit is not None:
             query = query.where(t.unit == unit)
         if units is not None:
-            query = query.where(t.unit.in_(sorted(units)))
+            # A unit reads the targets routed to it and the leads it holds (after a transfer).
+            query = query.where(or_(t.unit.in_(sorted(units)), ls.unit.in_(sorted(units))))
         with self._engine.connect() as conn:
             # The database scores and sorts; this loop, once per target, only builds the summaries.
             return [
@@ -863,6 +870,7 @@ class TargetStore:
                     flags=frozenset(flags.split()) if flags else _NO_FLAGS,
                     networks=tuple(networks.split()),
                     content_keys=tuple(keys.split()),
+                    holder_unit=holder,
                 )
                 for (
                     tid,
@@ -876,12 +884,18 @@ class TargetStore:
                     networks,
                     keys,
                     value,
+                    holder,
                 ) in conn.execute(query)
             ]
 
     def get(self, target_id: int, *, as_of_ms: int | None = None) -> TargetSummary:
         """The target `target_id`; InputError naming it when there is none."""
-        return self._summary(self._row(target_id), self._as_of(as_of_ms))
+        summary = self._summary(self._row(target_id), self._as_of(as_of_ms))
+        with self._engine.connect() as conn:
+            holder = conn.execute(
+                select(lead_states.c.unit).where(lead_states.c.target_id == target_id)
+            ).scalar()
+        return replace(summary, holder_unit=holder)
 
     def _as_of(self, as_of_ms: int | None) -> int:
         return self._clock_ms() if as_of_ms is None else as_of_ms

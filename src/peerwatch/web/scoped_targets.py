@@ -150,7 +150,7 @@ class ScopedTargets:
         except (LookupError, LeadError, InputError):
             # TargetStore.get names a missing target with an InputError.
             summary = None
-        if summary is None or not scope.allows(summary.unit):
+        if summary is None or not visible(scope, summary):
             # Denied and missing look the same to the reader; the audit log tells them apart.
             outcome = "missing" if summary is None else "outside-scope"
             actor.audit(self._audit, "target.denied", f"target:{target_id}", {"reason": outcome})
@@ -158,8 +158,16 @@ class ScopedTargets:
         return summary
 
 
+def visible(scope: Scope, target: TargetSummary) -> bool:
+    """The one scope rule for a target: its routed unit, or the unit that holds its lead after a
+    claim or transfer (deconfliction: the holder must read what it holds)."""
+    return scope.allows(target.unit) or (
+        target.holder_unit is not None and scope.allows(target.holder_unit)
+    )
+
+
 def _check(scope: Scope, rows: Sequence[TargetSummary]) -> None:
-    leaked = [r.id for r in rows if not scope.allows(r.unit)]
+    leaked = [r.id for r in rows if not visible(scope, r)]
     if leaked:
         raise ScopeViolationError(
             f"the targets store returned {len(leaked)} target(s) outside the scope "

@@ -19,7 +19,12 @@ from starlette.responses import Response
 import peerwatch
 from peerwatch.accounts.store import AccountExistsError
 from peerwatch.errors import InputError
-from peerwatch.web import api, pages
+from peerwatch.web import api, pages, target_actions
+from peerwatch.web import cases as case_pages
+from peerwatch.web import map as map_pages
+from peerwatch.web import operations as operation_pages
+from peerwatch.web import sensors as sensor_pages
+from peerwatch.web import watchlist as watchlist_pages
 from peerwatch.web.auth import CsrfError, ForbiddenError, SignInRequiredError
 from peerwatch.web.context import WebConfig, WebContext
 from peerwatch.web.scoped_targets import (
@@ -65,6 +70,12 @@ def create_app(
     web.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     web.include_router(pages.router)
     web.include_router(api.router)
+    operation_pages.install(web, app)
+    map_pages.install(web, app)
+    target_actions.install(web, app)
+    case_pages.install(web, app)
+    sensor_pages.install(web, app)
+    watchlist_pages.install(web, app)
     _handle_errors(web)
     return web
 
