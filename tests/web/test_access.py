@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from peerwatch.accounts.role import PERMISSIONS, Permission, Role
 from peerwatch.leads.targets import TargetSummary
-from peerwatch.web.site import create_app
+from peerwatch.web.site import api_routes, create_app
 from tests.web.conftest import PASSWORD, USERS, Site, csrf_of, login
 
 
@@ -108,16 +106,9 @@ PUBLIC |= {("POST", "/login/totp"), ("POST", "/logout")}
 
 def app_routes(web: FastAPI) -> set[tuple[str, str]]:
     """(method, path) of every route of the app, whichever module's router adds it."""
-    found: set[tuple[str, str]] = set()
-    stack: list[Any] = list(web.router.routes)
-    while stack:
-        route = stack.pop()
-        inner = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
-        if inner is not None:
-            stack.extend(inner.routes)
-        elif isinstance(route, APIRoute):
-            found |= {(m, route.path) for m in (route.methods or set()) - {"HEAD"}}
-    return found
+    return {
+        (m, route.path) for route in api_routes(web) for m in (route.methods or set()) - {"HEAD"}
+    }
 
 
 def test_the_matrix_covers_every_route(site: Site) -> None:
@@ -330,3 +321,10 @@ def test_a_store_that_ignores_the_scope_shows_nothing(site: Site) -> None:
         assert f"T-{other:06d}" not in r.text
     page = client.get("/leads")
     assert page.status_code == 500 and "T-" not in page.text
+
+
+def test_a_wrong_method_names_every_allowed_one(site: Site) -> None:
+    """405 answers carry the methods of every module's routes for that path (RFC 9110 15.5.6)."""
+    r = site.client().delete("/api/v1/operations")
+    assert r.status_code == 405
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "POST"}

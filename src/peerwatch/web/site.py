@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
@@ -94,12 +94,26 @@ def _problem(
     )
 
 
-def _allowed_methods(path: str) -> list[str]:
+def api_routes(web: FastAPI) -> list[APIRoute]:
+    """Every route of the app, whichever module's router added it (FastAPI wraps an included
+    router; its routes are reached through `original_router`)."""
+    found: list[APIRoute] = []
+    stack: list[Any] = list(web.router.routes)
+    while stack:
+        route = stack.pop()
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            stack.extend(inner.routes)
+        elif isinstance(route, APIRoute):
+            found.append(route)
+    return found
+
+
+def _allowed_methods(web: FastAPI, path: str) -> list[str]:
     methods: set[str] = set()
-    for router in (pages.router, api.router):
-        for route in router.routes:
-            if isinstance(route, APIRoute) and route.path_regex.match(path):
-                methods |= route.methods or set()
+    for route in api_routes(web):
+        if route.path_regex.match(path):
+            methods |= route.methods or set()
     return sorted(methods)
 
 
@@ -137,7 +151,7 @@ def _handle_errors(web: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the methods of the first route that matched the path; a path
             # served by two routes (GET and POST /api/v1/users) has both (RFC 9110 15.5.6).
-            headers["Allow"] = ", ".join(_allowed_methods(request.url.path))
+            headers["Allow"] = ", ".join(_allowed_methods(request.app, request.url.path))
         return _problem(request, exc.status_code, str(exc.detail), headers)
 
     async def invalid(request: Request, exc: Exception) -> Response:
