@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_HOME ?= .demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## demo: the main job on embedded defaults (SQLite in $(DEMO_HOME)), on benign generated data
+## demo: the main job on embedded defaults (SQLite in $(DEMO_HOME)), on benign generated data, then
+## the web app until Ctrl-C (DEMO_ARGS=--port=8471 for another port)
 demo: install
-	$(VENV)/bin/peerwatch --home $(DEMO_HOME) demo
+	$(VENV)/bin/peerwatch --home $(DEMO_HOME) demo $(DEMO_ARGS)
 
 ## test: the whole test suite (PostgreSQL half skips locally with a reason when no server; never in CI)
 test: install
@@ -26,8 +27,8 @@ test: install
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 ## bench: the speed and memory benchmarks; they rewrite docs/benchmarks.md
@@ -37,6 +38,10 @@ bench: install
 	$(PY) benchmarks/bench_import.py
 	$(PY) benchmarks/bench_bittorrent.py
 	$(PY) benchmarks/bench_leads.py
+
+## screenshots: rewrite docs/screenshots/*.png (a demo home on 127.0.14.x, Debian's chromium)
+screenshots: install
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -83,15 +83,16 @@ def test_demo_then_verify_then_tamper(home: Path, capsys: pytest.CaptureFixture[
     from tests.interop.conftest import require_lab_tools
 
     require_lab_tools(tracker=False)
-    # Its own loopback /24, so that it never meets the interop tests' lab on 127.0.2.x.
-    assert (
-        pw(home, "demo", "--peers", "5", "--lab-net", "127.0.8.", "--sensor-ip", "127.0.3.30") == 0
-    )
+    # Its own loopback /24, so that it never meets the interop tests' lab on 127.0.2.x; the
+    # whole flow without serving the web app (tests/cli/test_demo_serve.py serves it).
+    demo = ("demo", "--peers", "5", "--lab-net", "127.0.8.", "--sensor-ip", "127.0.3.30")
+    assert pw(home, *demo, "--no-serve") == 0
     out = capsys.readouterr().out
     assert "peers holding watched content: 4, proven: 4" in out
     assert "peers holding only unwatched content proven: 0" in out
     assert re.search(r"verify\.sh \(openssl only\): \d+ records checked, 0 problems", out)
     assert "lab stopped" in out
+    assert "  sign in as: demo\n" in out and "serve --port 8470" in out
     assert pw(home, "evidence", "verify") == 0
     verified = capsys.readouterr().out
     count = int(re.search(r"sensor local: (\d+) records", verified).group(1))  # type: ignore[union-attr]

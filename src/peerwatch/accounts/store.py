@@ -186,6 +186,22 @@ class AccountStore:
                 ids = select(users.c.id).where(users.c.name == name).scalar_subquery()
                 conn.execute(delete(web_sessions).where(web_sessions.c.user_id == ids))
 
+    def set_password(self, name: str, password: str) -> None:
+        """Replace an account's password (same policy as a new one); its sessions end now."""
+        problem = self.passwords.policy_problem(password)
+        if problem:
+            raise InputError(problem, field="password")
+        with self._writer.begin() as conn:
+            done = conn.execute(
+                update(users)
+                .where(users.c.name == name)
+                .values(password_hash=self.passwords.hash(password))
+            ).rowcount
+            if not done:
+                raise InputError(f"no user {name!r}", field="name")
+            ids = select(users.c.id).where(users.c.name == name).scalar_subquery()
+            conn.execute(delete(web_sessions).where(web_sessions.c.user_id == ids))
+
     def check_password(self, name: str, password: str) -> User | None:
         """The user when the password is right and the account enabled. Takes the same time for
         an unknown name as for a wrong password."""

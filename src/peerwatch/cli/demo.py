@@ -4,18 +4,24 @@ A lab swarm of real libtorrent peers (and Debian's opentracker when installed) o
 generated random content; the demo watches some of it, sweeps the swarm with the BitTorrent
 sensor, and checks the signed evidence as a third party would. Then leads (issue 4): a test GeoIP
 database places each lab peer in a French département (`lab.geography`), the département
-boundaries and the lab's units are imported, and the targets are listed ranked and routed. The web
-app (issue 5) takes its place here as it lands. Ctrl-C stops everything cleanly.
+boundaries and the lab's units are imported, and the targets are listed ranked and routed. Last
+the web app (issue 5): a coordinator account `demo` gets a fresh generated password, printed with
+the address, and the app is served on 127.0.0.1 until Ctrl-C (or SIGTERM), which stops the web app
+and the lab cleanly. `--no-serve` stops after the account (the tests run the flow that way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,11 +30,13 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from peerwatch.accounts.role import Role
 from peerwatch.app import App
+from peerwatch.audit.log import local_actor
 from peerwatch.cli.context import app_of, err, out
 from peerwatch.domain.hashes import HashKind
 from peerwatch.domain.torrents import WatchedTorrent
-from peerwatch.errors import EvidenceError, PeerwatchError
+from peerwatch.errors import EvidenceError, InputError, PeerwatchError
 from peerwatch.evidence import bundle
 from peerwatch.evidence.log import RecordFilter
 from peerwatch.lab import content, geography
@@ -37,6 +45,10 @@ from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStat
 from peerwatch.transport.egress import EgressPolicy
 from peerwatch.transport.peer_probe import ProbeConfig
 from peerwatch.watchlist.index import MatchIndex
+
+#: The demo's web app account: a coordinator (sees every unit's targets, nationally).
+DEMO_USER = "demo"
+WEB_HOST = "127.0.0.1"
 
 
 def demo(
@@ -56,8 +68,20 @@ def demo(
             show_default=False,
         ),
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve",
+            help="At the end, serve the web app (and keep the lab up) until Ctrl-C; "
+            "--no-serve stops after the steps.",
+        ),
+    ] = True,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help=f"TCP port of the web app on {WEB_HOST}.")
+    ] = 8470,
 ) -> None:
-    """Run the demo in --home: lab swarm, watchlist, sensor sweep, evidence verified."""
+    """Run the demo in --home: lab swarm, watchlist, sensor sweep, evidence verified, leads, and
+    the web app with a demo coordinator account until Ctrl-C."""
     try:
         import libtorrent  # noqa: F401  # the lab extra
     except ImportError:
@@ -74,15 +98,107 @@ def demo(
     tracker = shutil.which("opentracker") is not None
     if not (lab_net.startswith("127.") and lab_net.count(".") == 3 and lab_net.endswith(".")):
         raise typer.BadParameter("--lab-net must look like 127.X.Y. (loopback only)")
+    # Take the port before the lab starts, so that a busy port is said at once, not after a sweep.
+    listener = _bind(port) if serve else None
     lab = Lab(labdir, peers=peers, tracker=tracker, peer_net=lab_net)
-
-    out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
-    lab.start()
+    # `kill` (SIGTERM) stops the demo like Ctrl-C does: the lab is stopped on the way out.
+    # (Handlers can only be set from the main thread; elsewhere SIGTERM keeps its default.)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
     try:
-        _run(app, lab, home, tracker, wait, sensor_ip, boundaries or geography.shared_boundaries())
+        out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
+        lab.start()
+        try:
+            boundaries = boundaries or geography.shared_boundaries()
+            _run(app, lab, home, tracker, wait, sensor_ip, boundaries)
+            out.print(Rule("6. web app: a demo coordinator account, then the app on loopback"))
+            password = _demo_account(app)
+            if listener is None:
+                serve_it = f"{_command_name()} --home {home} serve --port {port}"
+                _print_credentials(f"not served (--no-serve); serve it with: {serve_it}", password)
+            else:
+                _serve(app, listener, password)
+        finally:
+            lab.stop()
+            out.print("lab stopped")
     finally:
-        lab.stop()
-        out.print("lab stopped")
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if listener is not None:
+            listener.close()
+
+
+def _bind(port: int) -> socket.socket:
+    """The web app's listening socket, bound now (uvicorn listens on it later)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn does: a restarted demo may bind while old connections are in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((WEB_HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"port {port} on {WEB_HOST} is taken ({exc.strerror}): another peerwatch serve or "
+            "demo may be running; stop it, or choose another port with --port",
+            field="--port",
+        ) from None
+    return sock
+
+
+def _demo_account(app: App) -> str:
+    """Create the demo coordinator, or give the existing one a new password; return it."""
+    password = secrets.token_urlsafe(12)  # 16 characters, 96 random bits
+    user = app.accounts.user(DEMO_USER)
+    if user is None:
+        app.accounts.add_user(DEMO_USER, Role.COORDINATOR.value, password, with_totp=False)
+        action = "user.add"
+    else:
+        if user.role is not Role.COORDINATOR or user.totp or user.disabled:
+            raise InputError(
+                f"this home already has a user {DEMO_USER!r} that is not an enabled coordinator "
+                "without TOTP: run the demo in a fresh --home",
+                field="--home",
+            )
+        app.accounts.set_password(DEMO_USER, password)
+        action = "user.password"
+    app.audit.append(
+        actor=local_actor(),
+        address="local",
+        action=action,
+        obj=f"user:{DEMO_USER}",
+        detail={"role": Role.COORDINATOR.value, "unit": None, "totp": False, "by": "demo"},
+    )
+    return password
+
+
+def _print_credentials(where: str, password: str) -> None:
+    # Plain lines (no markup, never wrapped): they are read by people and by the demo's tests.
+    out.print(f"  web app: {where}", markup=False)
+    out.print(f"  sign in as: {DEMO_USER}", markup=False)
+    out.print(f"  password: {password}", markup=False)
+
+
+def _serve(app: App, listener: socket.socket, password: str) -> None:
+    import uvicorn
+
+    from peerwatch.web.site import create_app
+
+    host, port = listener.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(app),
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        # One process; the lab and the database stay with this one.
+        workers=1,
+    )
+    server = uvicorn.Server(config)
+    _print_credentials(f"http://{host}:{port}/", password)
+    out.print("  the lab keeps running; Ctrl-C stops the web app and the lab")
+    # uvicorn catches SIGINT/SIGTERM, shuts down, then raises the signal again.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[listener])
+    out.print("web app stopped")
 
 
 def _run(
@@ -168,11 +284,12 @@ def _run(
     pw = _command_name()
     home_opt = f"--home {home}"
     out.print(
-        f"Done. Try:\n  {pw} {home_opt} observations --ip {target_ip}\n"
+        "Steps done. From the command line, try:\n"
+        f"  {pw} {home_opt} observations --ip {target_ip}\n"
         f"  {pw} {home_opt} leads   (and: {pw} {home_opt} target show 1)\n"
         f"  {pw} {home_opt} evidence verify\n"
         f"  {pw} evidence verify-bundle {target}\n"
-        f"  {pw} {home_opt} lab up   (then: {pw} {home_opt} sense bittorrent "
+        f"  {pw} {home_opt} lab up   (after the demo; then: {pw} {home_opt} sense bittorrent "
         "--dht-node 127.0.2.1:6881)"
     )
 
