@@ -12,22 +12,20 @@ import argparse
 import os
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from databases import postgres_db, sqlite_db, timed
 from peerwatch.evidence import record
 from peerwatch.evidence.keys import load_or_create, signature_ok
 from peerwatch.evidence.log import EvidenceLog, insert_rows, iter_records, sensor_keys
 from peerwatch.evidence.record import Observation
 from peerwatch.evidence.verify import ChainReport, verify_stored
-from peerwatch.storage.database import make_engine, migrate, sqlite_url, writer
+from peerwatch.storage.database import writer
 from peerwatch.storage.schema import sensors
 from report import DEFAULT_PATH, machine_info, write_section
 
@@ -57,38 +55,6 @@ def observations(n: int) -> list[Observation]:
 
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-@contextmanager
-def sqlite_db() -> Iterator[Engine]:
-    with tempfile.TemporaryDirectory() as d:
-        engine = make_engine(sqlite_url(Path(d) / "bench.db"))
-        migrate(engine)
-        yield engine
-        engine.dispose()
-
-
-@contextmanager
-def postgres_db(url: str) -> Iterator[Engine]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(url, connect_args={"connect_timeout": 3})
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def ingest(engine: Engine, obs: list[Observation], batch: int, keys: Path) -> float:

@@ -28,10 +28,8 @@ import argparse
 import os
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from databases import postgres_db, sqlite_db, timed
 from peerwatch.enrich.geoip import GeoIP
 from peerwatch.enrich.jurisdictions import JurisdictionStore
 from peerwatch.enrich.netflags import NetFlagStore
@@ -49,7 +48,7 @@ from peerwatch.evidence.log import EvidenceLog
 from peerwatch.evidence.record import Observation
 from peerwatch.lab.geoip import Placed, build_geoip
 from peerwatch.leads.targets import TargetStore, insert_observation_rows
-from peerwatch.storage.database import make_engine, migrate, sqlite_url, writer
+from peerwatch.storage.database import writer
 from peerwatch.storage.schema import target_links, targets
 from peerwatch.watchlist.store import WatchlistStore
 from report import DEFAULT_PATH, machine_info, write_section
@@ -79,38 +78,6 @@ CLIENTS = (
     "Tixati/3.25",
     "rtorrent/0.9.8",
 )
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-@contextmanager
-def sqlite_db() -> Iterator[Engine]:
-    with tempfile.TemporaryDirectory() as d:
-        engine = make_engine(sqlite_url(Path(d) / "bench.db"))
-        migrate(engine)
-        yield engine
-        engine.dispose()
-
-
-@contextmanager
-def postgres_db(url: str) -> Iterator[Engine]:
-    schema = f"bench_leads_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(url, connect_args={"connect_timeout": 3})
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def content_key(i: int) -> str:
@@ -371,9 +338,9 @@ def main() -> None:
     ]
     if args.postgres:
         try:
-            with postgres_db(args.postgres):
+            with postgres_db(args.postgres, "bench_leads"):
                 pass
-            backends.append(("PostgreSQL", lambda: postgres_db(args.postgres)))
+            backends.append(("PostgreSQL", lambda: postgres_db(args.postgres, "bench_leads")))
         except OperationalError as exc:
             say(f"PostgreSQL skipped: {str(exc.orig).strip()}")
     rows = [bench_backend(label, factory, args.n, args.targets, say) for label, factory in backends]
