@@ -67,6 +67,15 @@ def test_claim_transfer_state_history_and_alerts(
     assert "held by unit SUD since" in refused and "alice" in refused
     assert pw(home, "target", "claim", tid, "--unit", "NOWHERE", "--by", "bob") == 6
     assert "unknown unit 'NOWHERE'" in capsys.readouterr().err
+    # Each attempt, done or refused, is in the hash-chained audit log, as from the web app.
+    audit = App(Settings.resolve(home=home)).audit
+    claims = [e for e in audit.iter_entries() if e.action == "target.claim"]
+    assert [(e.object, e.detail["ok"], e.detail["by"]) for e in claims] == [
+        (f"target:{tid}", True, "alice"),
+        (f"target:{tid}", False, "bob"),
+        (f"target:{tid}", False, "bob"),
+    ]
+    assert all(e.actor.startswith("cli:") for e in claims) and audit.verify().ok
 
     # Transfer, then move along the investigation; an illegal move is refused.
     assert pw(home, "target", "transfer", tid, "--to", "BRIGADE-PARIS", "--by", "alice") == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,10 +19,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from peerwatch.app import App
+from peerwatch.audit.log import local_actor
 from peerwatch.cli.context import app_of, out
 from peerwatch.cli.leads import parse_target_id, refresh, target_cli
 from peerwatch.leads.operation import OperationFilters
-from peerwatch.leads.workflow import OUTCOMES, Lead, iso_ms
+from peerwatch.leads.workflow import OUTCOMES, Lead, LeadError, iso_ms
 
 operation_cli = typer.Typer(help="National operations: frozen sets of leads, dispatched per unit.")
 retention_cli = typer.Typer(help="Retention of observations of targets nobody claimed.")
@@ -82,6 +85,32 @@ def _print_lead(lead: Lead, what: str, fmt: Format) -> None:
 # --- peerwatch target claim|release|transfer|state|history ---
 
 
+def _audited(
+    app: App, action: str, target_id: int, by: str, unit: str | None, change: Callable[[], Lead]
+) -> Lead:
+    """Every claim, release, transfer and state change, done or refused, goes into the audit log
+    as the web app's do (same action names), with the OS user as actor and --by in the detail."""
+    try:
+        lead = change()
+    except LeadError as exc:
+        app.audit.append(
+            actor=local_actor(),
+            action=action,
+            unit=unit,
+            obj=f"target:{target_id}",
+            detail={"ok": False, "by": by, "refused": str(exc)},
+        )
+        raise
+    app.audit.append(
+        actor=local_actor(),
+        action=action,
+        unit=lead.unit,
+        obj=f"target:{target_id}",
+        detail={"ok": True, "by": by, "state": str(lead.state.value), "unit": lead.unit},
+    )
+    return lead
+
+
 @target_cli.command("claim")
 def claim(
     ctx: typer.Context,
@@ -94,7 +123,15 @@ def claim(
     """Claim a target for a unit. One unit holds a target at a time: a target held by another
     unit is refused, naming the holder and since when (exit 6)."""
     app = app_of(ctx)
-    lead = app.leads.claim(parse_target_id(target_id), unit=unit, actor=by, note=note)
+    tid = parse_target_id(target_id)
+    lead = _audited(
+        app,
+        "target.claim",
+        tid,
+        by,
+        unit,
+        lambda: app.leads.claim(tid, unit=unit, actor=by, note=note),
+    )
     _print_lead(lead, "claimed", fmt)
 
 
@@ -109,7 +146,15 @@ def release(
 ) -> None:
     """Give a claimed target back: it is a new lead again, which any unit may claim."""
     app = app_of(ctx)
-    lead = app.leads.release(parse_target_id(target_id), actor=by, unit=unit, note=note)
+    tid = parse_target_id(target_id)
+    lead = _audited(
+        app,
+        "target.release",
+        tid,
+        by,
+        unit,
+        lambda: app.leads.release(tid, actor=by, unit=unit, note=note),
+    )
     _print_lead(lead, "released", fmt)
 
 
@@ -125,8 +170,14 @@ def transfer(
 ) -> None:
     """Hand a claimed target to another unit, which holds it from now on."""
     app = app_of(ctx)
-    lead = app.leads.transfer(
-        parse_target_id(target_id), to_unit=to, actor=by, unit=unit, note=note
+    tid = parse_target_id(target_id)
+    lead = _audited(
+        app,
+        "target.transfer",
+        tid,
+        by,
+        unit,
+        lambda: app.leads.transfer(tid, to_unit=to, actor=by, unit=unit, note=note),
     )
     _print_lead(lead, "transferred", fmt)
 
@@ -154,8 +205,16 @@ def state(
     """Move a held target along the investigation; illegal moves are refused with the legal ones
     (exit 6)."""
     app = app_of(ctx)
-    lead = app.leads.set_state(
-        parse_target_id(target_id), new_state, actor=by, unit=unit, outcome=outcome, note=note
+    tid = parse_target_id(target_id)
+    lead = _audited(
+        app,
+        "target.state",
+        tid,
+        by,
+        unit,
+        lambda: app.leads.set_state(
+            tid, new_state, actor=by, unit=unit, outcome=outcome, note=note
+        ),
     )
     _print_lead(lead, "now", fmt)
 
