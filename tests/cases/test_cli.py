@@ -29,7 +29,7 @@ def test_export_by_label_verifies_and_is_audited(
     assert doc["exported_by"] == actor
     app = lab.app()
     try:
-        (entry,) = [e for e in app.audit.latest() if e.action == "case-export"]
+        (entry,) = [e for e in app.audit.latest() if e.action == "case.export"]
     finally:
         app.close()
     assert (entry.actor, entry.object) == (actor, f"target:{tid}")

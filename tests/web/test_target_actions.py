@@ -4,6 +4,8 @@ sentence for an illegal move, and one audit entry per attempt in a chain that ve
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 from peerwatch.leads.workflow import LeadState
@@ -26,6 +28,10 @@ def test_claim_from_the_page_needs_the_csrf_token(site: Site) -> None:
     target_id = site.targets["U75"][0]
     page = client.get(f"/leads/{target_id}")
     assert 'id="claim"' in page.text and "Claim for U75" in page.text
+    # Times read as UTC ISO 8601 to the millisecond, as in the evidence and the case package.
+    assert re.search(
+        r"First / last seen \(UTC\)</th><td>\d{4}-\d\d-\d\dT[\d:]{8}\.\d{3}Z", page.text
+    )
     refused = client.post(f"/leads/{target_id}/claim", data={"note": "x"}, follow_redirects=False)
     assert refused.status_code == 403
     assert site.app.leads.get(target_id).state is LeadState.NEW

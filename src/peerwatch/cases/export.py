@@ -71,7 +71,7 @@ class CaseReport:
     exported_ms: int
 
     def audit_detail(self) -> dict[str, str | int]:
-        """The detail of a "case-export" audit entry."""
+        """The detail of a "case.export" audit entry."""
         return {
             "target": self.label,
             "observations": self.observations,

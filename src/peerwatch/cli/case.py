@@ -52,7 +52,7 @@ def _audit(app: App, report: CaseReport) -> None:
     audit.append(
         actor=_cli_actor(),
         address="local",
-        action="case-export",
+        action="case.export",
         obj=f"target:{report.target_id}",
         detail=report.audit_detail(),
     )

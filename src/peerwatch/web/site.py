@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ def create_app(
     config = config or WebConfig()
     reader: TargetReader = targets if targets is not None else app.targets
     templates = Jinja2Templates(directory=_HERE / "templates")
+    # Times are shown as UTC ISO 8601 to the millisecond, the form of the evidence and the case
+    # package (the stored value stays integer milliseconds).
+    templates.env.filters["utc"] = iso_utc_ms
     web = FastAPI(
         title="peerwatch",
         version=peerwatch.__version__,
@@ -91,6 +95,16 @@ def _problem(
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
     return pages.render(
         request, "error.html", {"status": status, "message": message}, status=status
+    )
+
+
+def iso_utc_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
