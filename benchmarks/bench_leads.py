@@ -46,6 +46,7 @@ from peerwatch.enrich.placement import Enricher
 from peerwatch.evidence.keys import load_or_create
 from peerwatch.evidence.log import EvidenceLog
 from peerwatch.evidence.record import Observation
+from peerwatch.lab.geography import shared_boundaries, shared_data_dirs
 from peerwatch.lab.geoip import Placed, build_geoip
 from peerwatch.leads.targets import TargetStore, insert_observation_rows
 from peerwatch.storage.database import writer
@@ -56,12 +57,17 @@ from report import DEFAULT_PATH, machine_info, write_section
 PG_DEFAULT = os.environ.get(
     "PEERWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-BOUNDARIES = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / ("fr-departements-with-overseas.geojson")
-)
+
+
+def boundaries() -> Path:
+    """The shared département boundaries, found where the lab finds them (DESIGN.md)."""
+    found = shared_boundaries()
+    if found is None:
+        where = ", ".join(str(d) for d in shared_data_dirs())
+        sys.exit(f"fr-departements-with-overseas.geojson not found in {where}")
+    return found
+
+
 SEED = 20261125
 DAY = 86_400_000
 T0 = 1_760_000_000_000
@@ -88,13 +94,14 @@ def enrichment(engine: Engine, folder: Path) -> Enricher:
     """The real enricher over generated GeoIP files and the shared département boundaries."""
     import json
 
-    codes = [str(f["properties"]["code"]) for f in json.loads(BOUNDARIES.read_bytes())["features"]]
+    bounds = boundaries()
+    codes = [str(f["properties"]["code"]) for f in json.loads(bounds.read_bytes())["features"]]
     placed = [
         Placed(f"127.{n + 1}.0.0/16", code, asn=64496 + n % 16) for n, code in enumerate(codes)
     ]
-    geo = build_geoip(folder / "geo", placed, boundaries=BOUNDARIES)
+    geo = build_geoip(folder / "geo", placed, boundaries=bounds)
     store = JurisdictionStore(engine)
-    store.import_geojson(BOUNDARIES, code_property="code", name_property="nom")
+    store.import_geojson(bounds, code_property="code", name_property="nom")
     units = folder / "units.csv"
     # One unit per ten départements, by file order.
     lines = ["unit,name,jurisdictions"] + [
