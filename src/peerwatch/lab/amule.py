@@ -275,7 +275,8 @@ def _met_tag(name: bytes, value: int | bytes) -> bytes:
 
 
 class AmuleLab:
-    """`peers` amuled daemons on 127.0.15.1..N sharing the lab content; a context manager."""
+    """`peers` amuled daemons on NET1..N (default 127.0.15.) sharing the lab content; a context
+    manager. Labs that run at once need different `net` and `tcp_base`."""
 
     def __init__(
         self,
@@ -285,10 +286,17 @@ class AmuleLab:
         seed: int = 7,
         tcp_base: int = 46620,
         startup_timeout: float = 90.0,
+        net: str = BASE_NET,
     ) -> None:
         if not 1 <= peers <= 99:
-            raise ValueError("between 1 and 99 peers (127.0.15.1-99)")
+            raise ValueError(f"between 1 and 99 peers ({net}1-99)")
+        if not (net.startswith("127.") and net.endswith(".") and net.count(".") == 3):
+            raise ValueError(f"net must be a loopback /24 prefix like '127.0.15.', not {net!r}")
         self.folder = folder
+        self.net = net
+        # Where the lab checks readiness from; tests and the demo probe from sensor_ip.
+        self.check_ip = f"{net}{CHECK_IP.rsplit('.', 1)[1]}"
+        self.sensor_ip = f"{net}{SENSOR_IP.rsplit('.', 1)[1]}"
         self.seed = seed
         self.startup_timeout = startup_timeout
         self.files: dict[str, AmuleFile] = {}
@@ -301,7 +309,7 @@ class AmuleLab:
                 AmulePeer(
                     name=f"amule{i + 1:02d}",
                     role=role,
-                    ip=f"{BASE_NET}{i + 1}",
+                    ip=f"{net}{i + 1}",
                     tcp_port=tcp_base + i,
                     udp_port=tcp_base + 100 + i,
                     ec_port=tcp_base + 200 + i,
@@ -397,7 +405,7 @@ class AmuleLab:
         config = Ed2kProbeConfig(
             ClientIdentity(CHECK_USER_HASH, name="peerwatch-lab-check", supports_crypt=True),
             timeout=5.0,
-            bind_ip=CHECK_IP,
+            bind_ip=self.check_ip,
         )
         user_hash = peer.user_hash if peer.requires_obfuscation else None
 
