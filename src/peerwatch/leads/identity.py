@@ -6,6 +6,8 @@ every session (BEP 20), so it never links anything; what stays is the listening 
 across a change of address, the client and its listen port. In order (docs/leads.md):
 
 1. endpoint      the same address and port on the same network, seen within `window_ms`;
+   user-hash     the same stable peer key (the eD2k user hash, `peer_key`) on the same network,
+                 seen within `window_ms`, held by exactly one target, whatever the address;
 2. ipv6-prefix   the same IPv6 /64 and port within `window_ms` (privacy addresses, RFC 8981,
                  change the interface half of the address, not the /64 a subscriber is given);
 3. address       an observation without a port, at an address where exactly one target was
@@ -17,6 +19,9 @@ across a change of address, the client and its listen port. In order (docs/leads
                  before), exactly one such target, not seen at its old address since, and the
                  same ASN when both addresses' ASNs are known;
 6. origin        otherwise, a new target.
+
+An observation that carries a peer key never joins a target whose endpoints carry another key, by
+any rule: two user hashes are two eD2k clients, even at one address and port.
 
 Two different peers behind one address (NAT) have different ports, and differ in client too or
 stay apart by rule 4's "exactly one": they stay two targets. A claim (DHT, tracker, PEX list) has no
@@ -44,6 +49,22 @@ class IdentityConfig:
     same_asn: bool = True  # an address change links only within one ASN (when both are known)
 
 
+# Networks whose peers keep one identity across sessions and addresses. eD2k: the user hash, made
+# once by the client and kept in its preferences (aMule Preferences.cpp, `preferences.dat`) and sent
+# in every HELLO. Not BitTorrent: its peer id is new for every session (BEP 20).
+STABLE_PEER_ID_NETWORKS = frozenset({"ed2k"})
+
+
+def peer_key(network: str, peer_id: object) -> str | None:
+    """The stable identity an observation's `peer_id` gives on its network, or None."""
+    if network not in STABLE_PEER_ID_NETWORKS or not isinstance(peer_id, str):
+        return None
+    key = peer_id.strip().lower()
+    if len(key) != 32 or any(c not in "0123456789abcdef" for c in key):
+        return None
+    return key
+
+
 def address_key(ip: str) -> str:
     """The address as identity rules compare it: IPv4 as is, IPv6 as its /64."""
     addr = ipaddress.ip_address(ip)
@@ -54,6 +75,10 @@ def address_key(ip: str) -> str:
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _where(ip: str, port: int | None) -> str:
+    return ip if port is None else f"{ip} port {port}"
 
 
 def _hours(ms: int) -> str:
@@ -84,6 +109,7 @@ class LinkState:
     dirty: bool = False  # changed since loaded
     new: bool = False  # not yet in the database
     address: str = ""  # address_key(ip), computed once
+    peer_key: str | None = None  # the stable peer identity first seen here (eD2k user hash)
 
     def __post_init__(self) -> None:
         if not self.address:
@@ -102,6 +128,7 @@ class Seen:
     port: int | None
     client: str | None
     asn: int | None
+    peer_key: str | None = None  # peer_key(network, peer_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +152,8 @@ class Linker:
     _by_address: dict[str, list[LinkState]] = field(default_factory=dict)
     _by_fingerprint: dict[tuple[str, str, int], list[LinkState]] = field(default_factory=dict)
     _by_target: dict[int, list[LinkState]] = field(default_factory=dict)
+    _by_peer_key: dict[tuple[str, str], list[LinkState]] = field(default_factory=dict)
+    _target_keys: dict[int, set[str]] = field(default_factory=dict)
 
     def load(self, links: Iterable[LinkState]) -> None:
         for link in sorted(links, key=lambda x: (x.last_ms, x.id)):
@@ -136,6 +165,25 @@ class Linker:
         self._by_target.setdefault(link.target_id, []).append(link)
         if link.client is not None and link.port is not None:
             self._by_fingerprint.setdefault((link.network, link.client, link.port), []).append(link)
+        if link.peer_key is not None:
+            self._index_key(link)
+
+    def _index_key(self, link: LinkState) -> None:
+        assert link.peer_key is not None
+        self._by_peer_key.setdefault((link.network, link.peer_key), []).append(link)
+        self._target_keys.setdefault(link.target_id, set()).add(link.peer_key)
+
+    def note_peer_key(self, link: LinkState, key: str) -> None:
+        """A peer key first learned on an existing endpoint (a connect failure, then a HELLO)."""
+        link.peer_key = key
+        self._index_key(link)
+
+    def _compatible(self, target_id: int, o: Seen) -> bool:
+        """False when the observation's peer key differs from every key the target holds."""
+        if o.peer_key is None:
+            return True
+        keys = self._target_keys.get(target_id)
+        return not keys or o.peer_key in keys
 
     def note_client(self, link: LinkState, client: str) -> None:
         """A client first learned on an existing endpoint (a claim, then a probe)."""
@@ -147,10 +195,38 @@ class Linker:
         w = self.config.window_ms
         # 1. endpoint
         link = self._by_endpoint.get((o.network, o.ip, o.port))
-        if link is not None and o.observed_ms - link.last_ms <= w:
+        if link is not None and o.observed_ms - link.last_ms > w:
+            link = None
+        # user-hash: stronger than an endpoint, so tried first when the observation has a key.
+        if o.peer_key is not None:
+            held: dict[int, LinkState] = {}
+            for x in self._by_peer_key.get((o.network, o.peer_key), ()):
+                best = held.get(x.target_id)
+                if abs(o.observed_ms - x.last_ms) <= w and (
+                    best is None or x.last_ms > best.last_ms
+                ):
+                    held[x.target_id] = x
+            if len(held) == 1:
+                (x,) = held.values()
+                if link is not None and link.target_id == x.target_id:
+                    return Decision(link.target_id, link, link.kind, link.reason)
+                return Decision(
+                    x.target_id,
+                    None,
+                    "user-hash",
+                    f"linked because the same {o.network} user hash {o.peer_key} was seen at "
+                    f"{_where(x.ip, x.port)} ({iso(x.last_ms)}) and now at "
+                    f"{_where(o.ip, o.port)}, within {_hours(w)} (a client keeps its user hash "
+                    "across addresses)",
+                )
+        if link is not None and self._compatible(link.target_id, o):
             return Decision(link.target_id, link, link.kind, link.reason)
         addr = address_key(o.ip)
-        near = [x for x in self._by_address.get(addr, ()) if abs(o.observed_ms - x.last_ms) <= w]
+        near = [
+            x
+            for x in self._by_address.get(addr, ())
+            if abs(o.observed_ms - x.last_ms) <= w and self._compatible(x.target_id, o)
+        ]
         # 2. ipv6-prefix
         if ":" in o.ip and o.port is not None:
             same = {x.target_id: x for x in near if x.port == o.port and x.network == o.network}
@@ -195,6 +271,8 @@ class Linker:
         for x in self._by_fingerprint.get((o.network, o.client, o.port), ()):
             silence = o.observed_ms - x.last_ms
             if x.address == addr or not self.config.move_min_gap_ms <= silence <= gap:
+                continue
+            if not self._compatible(x.target_id, o):
                 continue
             if self.config.same_asn and None not in (x.asn, o.asn) and x.asn != o.asn:
                 continue

@@ -37,7 +37,7 @@ from peerwatch.domain.hashes import Digest, HashKind, HashParseError
 from peerwatch.enrich.placement import Enricher, Placement
 from peerwatch.errors import InputError
 from peerwatch.evidence.record import CLAIM_METHODS
-from peerwatch.leads.identity import IdentityConfig, Linker, LinkState, Seen, iso
+from peerwatch.leads.identity import IdentityConfig, Linker, LinkState, Seen, iso, peer_key
 from peerwatch.leads.score import (
     MIB,
     ScoreComponent,
@@ -120,7 +120,7 @@ class TargetLink:
 
     id: int  # what `peerwatch target split ID --link LINK_ID` takes
     target_id: int
-    kind: str  # "origin", "endpoint", "port-change", "address-change", "dht-node", "split"
+    kind: str  # "origin", "endpoint", "user-hash", "port-change", "address-change", "split"
     reason: str  # the sentence
     ip: str  # the address the link brought into the target
     port: int | None
@@ -230,6 +230,7 @@ class _Parsed:
     client: str | None
     completion_ppm: int | None
     outcome: str | None
+    peer_key: str | None = None  # identity.peer_key: the eD2k user hash
 
 
 @dataclass(slots=True)
@@ -406,6 +407,7 @@ class TargetStore:
             client if isinstance(client, str) else None,
             ppm if isinstance(ppm, int) and not isinstance(ppm, bool) else None,
             outcome if isinstance(outcome, str) else None,
+            peer_key(network, obj.get("peer_id")),
         )
 
     def _assign(self, conn: Connection, rows: list[_Parsed]) -> tuple[set[int], set[int], int]:
@@ -430,7 +432,17 @@ class TargetStore:
         for o in rows:
             asn = self._place(o.ip).asn
             decision = linker.decide(
-                Seen(o.sensor_id, o.seq, o.observed_ms, o.network, o.ip, o.port, o.client, asn)
+                Seen(
+                    o.sensor_id,
+                    o.seq,
+                    o.observed_ms,
+                    o.network,
+                    o.ip,
+                    o.port,
+                    o.client,
+                    asn,
+                    o.peer_key,
+                )
             )
             link = decision.existing
             if link is None:
@@ -454,11 +466,15 @@ class TargetStore:
                     sensor_id=o.sensor_id,
                     seq=o.seq,
                     new=True,
+                    peer_key=o.peer_key,
                 )
                 next_link += 1
                 linker.add(link)
-            elif link.client is None and o.client is not None:
-                linker.note_client(link, o.client)
+            else:
+                if link.client is None and o.client is not None:
+                    linker.note_client(link, o.client)
+                if link.peer_key is None and o.peer_key is not None:
+                    linker.note_peer_key(link, o.peer_key)
             kind = possession_kind(o.method, o.outcome)
             link.first_ms = min(link.first_ms, o.observed_ms)
             link.last_ms = max(link.last_ms, o.observed_ms)
@@ -523,6 +539,7 @@ class TargetStore:
             seq=int(r.seq),
             observations=int(r.observations),
             positive_last_ms=None if r.positive_last_ms is None else int(r.positive_last_ms),
+            peer_key=r.peer_key,
         )
 
     @staticmethod
@@ -576,6 +593,7 @@ class TargetStore:
                         "sensor_id": x.sensor_id,
                         "seq": x.seq,
                         "observations": x.observations,
+                        "peer_key": x.peer_key,
                     }
                     for x in new
                 ],
@@ -586,6 +604,7 @@ class TargetStore:
                 .where(target_links.c.id == bindparam("b_id"))
                 .values(
                     client=bindparam("b_client"),
+                    peer_key=bindparam("b_key"),
                     first_ms=bindparam("b_first"),
                     last_ms=bindparam("b_last"),
                     positive_last_ms=bindparam("b_pos"),
@@ -595,6 +614,7 @@ class TargetStore:
                     {
                         "b_id": x.id,
                         "b_client": x.client,
+                        "b_key": x.peer_key,
                         "b_first": x.first_ms,
                         "b_last": x.last_ms,
                         "b_pos": x.positive_last_ms,

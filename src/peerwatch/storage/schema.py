@@ -295,8 +295,12 @@ target_links = Table(
     Column("sensor_id", String(100), nullable=False),  # the observation that made the link
     Column("seq", BigInteger, nullable=False),
     Column("observations", BigInteger, nullable=False),
+    # The peer's own stable identity on its network when it has one (the eD2k user hash, hex;
+    # identity.peer_key), first seen on this endpoint (migration 0006).
+    Column("peer_key", String(64)),
     Index("ix_target_links_target_id", "target_id"),
     Index("ix_target_links_last_ms", "last_ms"),
+    Index("ix_target_links_peer_key", "peer_key"),
 )
 
 # Every assigned evidence record, with copies of the fields leads need (never re-parsed JSON).
