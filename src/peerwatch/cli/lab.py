@@ -1,4 +1,5 @@
-"""`peerwatch lab ...`: a swarm of real libtorrent peers and opentracker on loopback, for humans."""
+"""`peerwatch lab ...`: real peers on loopback for humans: a libtorrent swarm with opentracker
+(127.0.2.x) and, with `--amule N`, Debian's amuled daemons (127.0.15.x)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from peerwatch.cli.context import app_of, out
+from peerwatch.cli.context import app_of, err, out
+from peerwatch.lab import amule
 from peerwatch.lab.swarm import Lab, LabError, stop_from_state
 
-cli = typer.Typer(help="The lab: real BitTorrent peers and a tracker on 127.0.2.x (benign data).")
+cli = typer.Typer(
+    help="The lab: real BitTorrent peers and a tracker on 127.0.2.x, real aMule peers on "
+    "127.0.15.x (benign data)."
+)
 
 
 def _dir(ctx: typer.Context, workdir: Path | None) -> Path:
@@ -21,7 +26,16 @@ def _dir(ctx: typer.Context, workdir: Path | None) -> Path:
 @cli.command("up")
 def up(
     ctx: typer.Context,
-    peers: Annotated[int, typer.Option(help="Number of peers (roles cycle every 5).")] = 20,
+    peers: Annotated[
+        int, typer.Option(help="BitTorrent peers (roles cycle every 5); 0: none.")
+    ] = 20,
+    amule_peers: Annotated[
+        int,
+        typer.Option(
+            "--amule",
+            help="aMule peers (Debian's amuled; roles cycle every 7, docs/ed2k.md); 0: none.",
+        ),
+    ] = 0,
     workdir: Annotated[
         Path | None, typer.Option("--dir", help="Lab folder [default: HOME/lab].")
     ] = None,
@@ -29,19 +43,40 @@ def up(
 ) -> None:
     """Start the lab in the background; `peerwatch lab down` stops it."""
     folder = _dir(ctx, workdir)
-    if (folder / "lab.json").exists():
+    if (folder / "lab.json").exists() or amule.read_state(folder / "amule") is not None:
         raise LabError(f"a lab is already running in {folder} (peerwatch lab down)")
-    if not 1 <= peers <= 250:
-        raise typer.BadParameter("--peers must be between 1 and 250 (one 127.0.2.x address each)")
-    lab = Lab(folder, peers=peers, tracker=tracker)
-    lab.start()
-    # The processes run in their own sessions and outlive this command; lab.json lists them.
-    lab._procs.clear()
-    out.print(
-        f"lab up in {folder}: {peers} peers on 127.0.2.1-{peers}"
-        + (", tracker 127.0.2.250:6969" if tracker else "")
-    )
-    out.print(f"watchlist of its watched torrents: {folder / 'watchlist.txt'}")
+    if not 0 <= peers <= 250:
+        raise typer.BadParameter("--peers must be between 0 and 250 (one 127.0.2.x address each)")
+    if not 0 <= amule_peers <= 99:
+        raise typer.BadParameter("--amule must be between 0 and 99 (one 127.0.15.x address each)")
+    if peers == 0 and amule_peers == 0:
+        raise typer.BadParameter("nothing to start: --peers and --amule are both 0")
+    if peers:
+        lab = Lab(folder, peers=peers, tracker=tracker)
+        lab.start()
+        # The processes run in their own sessions and outlive this command; lab.json lists them.
+        lab._procs.clear()
+        out.print(
+            f"lab up in {folder}: {peers} BitTorrent peers on 127.0.2.1-{peers}"
+            + (", tracker 127.0.2.250:6969" if tracker else "")
+        )
+        out.print(f"watchlist of its watched torrents: {folder / 'watchlist.txt'}")
+    if amule_peers:
+        mule = amule.AmuleLab(folder / "amule", peers=amule_peers)
+        err.print(f"starting {amule_peers} amuled peers (they hash their files first) ...")
+        try:
+            mule.start()
+        except BaseException:
+            if peers:
+                stop_from_state(folder)
+            raise
+        mule.detach()
+        out.print(
+            f"{amule_peers} aMule peers on {mule.net}1-{amule_peers} (TCP "
+            f"{mule.peers[0].tcp_port}-{mule.peers[-1].tcp_port}); probe them from "
+            f"{mule.sensor_ip}"
+        )
+        out.print(f"watchlist of its watched eD2k files: {mule.watchlist}")
 
 
 @cli.command("down")
@@ -52,7 +87,8 @@ def down(
     ] = None,
 ) -> None:
     """Stop the lab's processes."""
-    n = stop_from_state(_dir(ctx, workdir))
+    folder = _dir(ctx, workdir)
+    n = stop_from_state(folder) + amule.stop_from_state(folder / "amule")
     out.print(f"stopped {n} lab processes" if n else "no lab was running")
 
 
@@ -65,9 +101,14 @@ def status(
 ) -> None:
     """Show each peer: address, DHT nodes, torrents held and completion."""
     folder = _dir(ctx, workdir)
-    if not (folder / "lab.json").exists():
+    mule = amule.read_state(folder / "amule")
+    if not (folder / "lab.json").exists() and mule is None:
         out.print("no lab is running")
         raise typer.Exit(1)
+    if mule is not None:
+        _amule_table(mule)
+    if not (folder / "lab.json").exists():
+        return
     table = Table("peer", "address", "DHT nodes", "torrents (completion)")
     for path in sorted((folder / "peers").glob("*/status.json")):
         import json
@@ -77,4 +118,20 @@ def status(
             f"{(t['v1'] or t['v2'])[:8]} {t['progress_ppm'] / 10_000:.0f}%" for t in s["torrents"]
         )
         table.add_row(s["name"], f"{s['ip']}:{s['port']}", str(s["dht_nodes"]), held)
+    out.print(table)
+
+
+def _amule_table(state: dict[str, object]) -> None:
+    table = Table("aMule peer", "address", "role", "user hash", "shares", "running")
+    peers = state.get("peers")
+    for p in peers if isinstance(peers, list) else []:
+        alive = amule.pid_running(int(p["pid"]))
+        table.add_row(
+            p["name"],
+            f"{p['ip']}:{p['tcp_port']}",
+            p["role"] + (" (obfuscation required)" if p["requires_obfuscation"] else ""),
+            p["user_hash"],
+            ", ".join(p["shares"]),
+            "yes" if alive else "[red]no[/]",
+        )
     out.print(table)

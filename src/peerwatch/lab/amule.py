@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -441,12 +442,106 @@ class AmuleLab:
     def running(self) -> list[str]:
         return [name for name, p in self._procs.items() if p.poll() is None]
 
+    def detach(self) -> Path:
+        """Leave the daemons running after this process exits (`peerwatch lab up --amule N`):
+        write `amule.json` (their pids and what each peer is, for `lab status` and `lab down`)
+        and forget them. Returns the state file."""
+        state = {
+            "peers": [
+                {
+                    "name": p.name,
+                    "role": p.role,
+                    "ip": p.ip,
+                    "tcp_port": p.tcp_port,
+                    "udp_port": p.udp_port,
+                    "user_hash": p.user_hash.hex(),
+                    "requires_obfuscation": p.requires_obfuscation,
+                    "shares": list(p.shares),
+                    "pid": self._procs[p.name].pid,
+                }
+                for p in self.peers
+            ],
+            "files": {k: {"ed2k": f.ed2k.hex(), "size": f.size} for k, f in self.files.items()},
+            "watchlist": str(self.watchlist),
+        }
+        path = self.folder / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(path)
+        self._procs.clear()
+        return path
+
     def __enter__(self) -> AmuleLab:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+STATE_FILE = "amule.json"
+
+
+def read_state(folder: Path) -> dict[str, object] | None:
+    """What `AmuleLab.detach` wrote in `folder`, or None when no detached lab is there."""
+    path = folder / STATE_FILE
+    if not path.exists():
+        return None
+    state: dict[str, object] = json.loads(path.read_text())
+    return state
+
+
+def stop_from_state(folder: Path, grace: float = 15.0) -> int:
+    """Stop the daemons of a detached lab (`peerwatch lab down`): SIGTERM (amuled shuts down
+    cleanly), SIGKILL after `grace` seconds. Returns how many were signalled."""
+    state = read_state(folder)
+    if state is None:
+        return 0
+    peers = state.get("peers")
+    pids = [int(p["pid"]) for p in peers if isinstance(p, dict)] if isinstance(peers, list) else []
+    signalled = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            signalled.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in signalled):
+        time.sleep(0.2)
+    for pid in signalled:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (folder / STATE_FILE).unlink()
+    return len(signalled)
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a detached lab daemon still runs."""
+    return _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A detached daemon is not our child: reap it if it is, else ask the kernel.
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return _state_of(pid) != "Z"
+
+
+def _state_of(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "Z"
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def _read(path: Path) -> str:
