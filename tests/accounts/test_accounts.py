@@ -109,6 +109,35 @@ def test_sessions_are_stored_hashed_and_expire(
     assert accounts.session(token) is None
 
 
+def test_an_idle_session_ends_and_use_keeps_it_alive(
+    engine: Engine, accounts: AccountStore, clock: Clock
+) -> None:
+    user, _ = accounts.add_user("idle", "investigator", PASSWORD, with_totp=False, unit="U13")
+    token = accounts.open_session(user, stage="active", address="127.0.0.1")
+    # Used every 20 minutes for 6 hours: alive all along (idle limit 30 minutes).
+    for _ in range(18):
+        clock.now += 20 * 60_000
+        assert accounts.session(token) is not None
+    with engine.connect() as conn:
+        seen = conn.execute(select(web_sessions.c.last_seen_ms)).scalar_one()
+    assert seen == clock.now
+    # Then left alone for 31 minutes: over, and using it again does not revive it.
+    clock.now += 31 * 60_000
+    assert accounts.session(token) is None
+    # Two uses a few seconds apart write the last use once (at most once a minute).
+    other = accounts.open_session(user, stage="active", address=None)
+    clock.now += 5_000
+    assert accounts.session(other) is not None
+    with engine.connect() as conn:
+        rows = {
+            bytes(k): v
+            for k, v in conn.execute(
+                select(web_sessions.c.token_sha256, web_sessions.c.last_seen_ms)
+            ).all()
+        }
+    assert rows[hashlib.sha256(other.encode()).digest()] == clock.now - 5_000
+
+
 def test_api_tokens_are_hashed_scoped_and_revocable(engine: Engine, accounts: AccountStore) -> None:
     token, value = accounts.add_token("sensor-1", "investigator", unit="U13")
     assert value.startswith("pwt_") and len(value) > 40

@@ -51,6 +51,10 @@ class AccountsConfig:
     passwords: PasswordConfig = field(default_factory=PasswordConfig)
     login_limit: LoginLimitConfig = field(default_factory=LoginLimitConfig)
     session_ms: int = 8 * 3_600_000  # a session lasts one working day, then sign in again
+    # An unattended browser signs itself out: a session unused this long is over.
+    idle_ms: int = 30 * 60_000
+    # Last use is written at most this often (a page load is several requests).
+    touch_ms: int = 60_000
     totp_pending_ms: int = 5 * 60_000  # time to enter the second factor after the password
 
 
@@ -260,26 +264,44 @@ class AccountStore:
                     stage=stage,
                     created_ms=now,
                     expires_ms=now + ttl,
+                    last_seen_ms=now,
                     address=address[:64] if address else None,
                 )
             )
         return token
 
     def session(self, token: str) -> Session | None:
-        """The live session of a cookie token, or None (unknown, expired, or account disabled)."""
+        """The live session of a cookie token, or None (unknown, expired, idle for longer than
+        `idle_ms`, or account disabled). Using a live session keeps it from going idle."""
         s = web_sessions.c
+        digest = token_digest(token)
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(users, s.stage, s.expires_ms)
+                select(
+                    users,
+                    s.stage,
+                    s.expires_ms,
+                    s.created_ms.label("session_created_ms"),
+                    s.last_seen_ms.label("session_seen_ms"),
+                )
                 .join(web_sessions, s.user_id == users.c.id)
-                .where(s.token_sha256 == token_digest(token))
+                .where(s.token_sha256 == digest)
             ).first()
         if row is None:
             return None
         m = row._mapping
         user = _user(m)
-        if int(m["expires_ms"]) <= self._clock_ms() or user.disabled:
+        now = self._clock_ms()
+        seen = int(
+            m["session_seen_ms"] if m["session_seen_ms"] is not None else m["session_created_ms"]
+        )
+        if int(m["expires_ms"]) <= now or user.disabled or now - seen > self.config.idle_ms:
             return None
+        if now - seen >= self.config.touch_ms:
+            with self._writer.begin() as conn:
+                conn.execute(
+                    update(web_sessions).where(s.token_sha256 == digest).values(last_seen_ms=now)
+                )
         return Session(user, str(m["stage"]), int(m["expires_ms"]))
 
     def close_session(self, token: str) -> None:

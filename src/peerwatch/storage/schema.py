@@ -506,6 +506,8 @@ web_sessions = Table(
     Column("stage", String(16), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    # Last use, to end idle sessions (AccountsConfig.idle_ms); written at most once a minute.
+    Column("last_seen_ms", BigInteger),
     Column("address", String(64)),  # client address at login
     Index("ix_web_sessions_user_id", "user_id"),
 )
