@@ -53,6 +53,13 @@ def credentials(lines: list[str]) -> Credentials | None:
     return Credentials(found["where"], found["user"], found["password"])
 
 
+def amule_net(lab_net: str) -> str:
+    """The demo's aMule peers' /24 for a test's lab /24: 127.0.8. -> 127.0.108. (never the
+    interop tests' 127.0.15.)."""
+    a, b, c, _ = lab_net.split(".")
+    return f"{a}.{b}.{int(c) + 100}."
+
+
 def demo_args(home: Path, lab_net: str, sensor_ip: str, *more: str) -> list[str]:
     return [
         *PEERWATCH,
@@ -65,6 +72,8 @@ def demo_args(home: Path, lab_net: str, sensor_ip: str, *more: str) -> list[str]
         lab_net,
         "--sensor-ip",
         sensor_ip,
+        "--amule-net",
+        amule_net(lab_net),
         *more,
     ]
 

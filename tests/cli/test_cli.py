@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -79,17 +80,29 @@ def test_bad_input_names_file_line_field_and_writes_nothing(
     assert "hash 1" in capsys.readouterr().err
 
 
+def amuled_available() -> bool:
+    from peerwatch.lab.amule import amuled_available as available
+
+    return available()
+
+
 def test_demo_then_verify_then_tamper(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.interop.conftest import require_lab_tools
 
     require_lab_tools(tracker=False)
     # Its own loopback /24, so that it never meets the interop tests' lab on 127.0.2.x; the
     # whole flow without serving the web app (tests/cli/test_demo_serve.py serves it).
-    demo = ("demo", "--peers", "5", "--lab-net", "127.0.8.", "--sensor-ip", "127.0.3.30")
+    demo = ["demo", "--peers", "5", "--lab-net", "127.0.8.", "--sensor-ip", "127.0.3.30"]
+    demo += ["--amule-net", "127.0.108."]
     assert pw(home, *demo, "--no-serve") == 0
     out = capsys.readouterr().out
     assert "peers holding watched content: 4, proven: 4" in out
     assert "peers holding only unwatched content proven: 0" in out
+    if amuled_available() or os.environ.get("CI"):  # CI installs amuled: never skipped there
+        # Seven aMule peers: six share watched files (one requires obfuscation), one does not.
+        assert "aMule peers sharing watched files: 6, proven: 6; others proven: 0" in out
+    else:
+        assert "no aMule peers" in out
     assert re.search(r"verify\.sh \(openssl only\): \d+ records checked, 0 problems", out)
     assert "lab stopped" in out
     assert "  sign in as: demo\n" in out and "serve --port 8470" in out

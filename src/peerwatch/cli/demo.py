@@ -4,7 +4,9 @@ A lab swarm of real libtorrent peers (and Debian's opentracker when installed) o
 generated random content; the demo watches some of it, sweeps the swarm with the BitTorrent
 sensor, and checks the signed evidence as a third party would. Then leads (issue 4): a test GeoIP
 database places each lab peer in a French département (`lab.geography`), the département
-boundaries and the lab's units are imported, and the targets are listed ranked and routed. Last
+boundaries and the lab's units are imported, and the targets are listed ranked and routed. When
+Debian's amuled is installed, real aMule peers (`lab.amule`) share generated files too, and the
+eD2k sensor proves who offers the watched ones (issue 7). Last
 the web app (issue 5): a coordinator account `demo` gets a fresh generated password, printed with
 the address, and the app is served on 127.0.0.1 until Ctrl-C (or SIGTERM), which stops the web app
 and the lab cleanly. `--no-serve` stops after the account (the tests run the flow that way).
@@ -39,9 +41,12 @@ from peerwatch.domain.torrents import WatchedTorrent
 from peerwatch.errors import EvidenceError, InputError, PeerwatchError
 from peerwatch.evidence import bundle
 from peerwatch.evidence.log import RecordFilter
-from peerwatch.lab import content, geography
+from peerwatch.lab import amule, content, geography
 from peerwatch.lab.swarm import Lab, LabTorrent, stop_from_state
+from peerwatch.protocols.ed2k.client import ClientIdentity
 from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
+from peerwatch.sensors.ed2k import Ed2kFile, Ed2kPeer, Ed2kSweep, Ed2kSweepConfig, load_user_hash
+from peerwatch.transport.ed2k_probe import Ed2kProbeConfig
 from peerwatch.transport.egress import EgressPolicy
 from peerwatch.transport.peer_probe import ProbeConfig
 from peerwatch.watchlist.index import MatchIndex
@@ -79,6 +84,19 @@ def demo(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help=f"TCP port of the web app on {WEB_HOST}.")
     ] = 8470,
+    amule_peers: Annotated[
+        int,
+        typer.Option(
+            "--amule-peers",
+            min=0,
+            max=99,
+            help="Real aMule peers (Debian's amuled) for the eD2k step; 0 skips it (so does a "
+            "machine without amuled).",
+        ),
+    ] = 7,
+    amule_net: Annotated[
+        str, typer.Option(help="Loopback /24 prefix for the aMule peers.")
+    ] = amule.BASE_NET,
 ) -> None:
     """Run the demo in --home: lab swarm, watchlist, sensor sweep, evidence verified, leads, and
     the web app with a demo coordinator account until Ctrl-C."""
@@ -96,8 +114,14 @@ def demo(
     if labdir.exists():
         shutil.rmtree(labdir)
     tracker = shutil.which("opentracker") is not None
-    if not (lab_net.startswith("127.") and lab_net.count(".") == 3 and lab_net.endswith(".")):
-        raise typer.BadParameter("--lab-net must look like 127.X.Y. (loopback only)")
+    for name, net in (("--lab-net", lab_net), ("--amule-net", amule_net)):
+        if not (net.startswith("127.") and net.count(".") == 3 and net.endswith(".")):
+            raise typer.BadParameter(f"{name} must look like 127.X.Y. (loopback only)")
+    if amule_net == lab_net:
+        raise typer.BadParameter("--amule-net must differ from --lab-net")
+    mule = None
+    if amule_peers and amule.amuled_available():
+        mule = amule.AmuleLab(home / "amule", peers=amule_peers, net=amule_net)
     # Take the port before the lab starts, so that a busy port is said at once, not after a sweep.
     listener = _bind(port) if serve else None
     lab = Lab(labdir, peers=peers, tracker=tracker, peer_net=lab_net)
@@ -109,9 +133,12 @@ def demo(
         out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
         lab.start()
         try:
+            if mule is not None:
+                err.print(f"  starting {amule_peers} aMule peers (amuled) on {amule_net}x ...")
+                mule.start()
             boundaries = boundaries or geography.shared_boundaries()
-            _run(app, lab, home, tracker, wait, sensor_ip, boundaries)
-            out.print(Rule("6. web app: a demo coordinator account, then the app on loopback"))
+            _run(app, lab, mule, home, tracker, wait, sensor_ip, boundaries)
+            out.print(Rule("7. web app: a demo coordinator account, then the app on loopback"))
             password = _demo_account(app)
             if listener is None:
                 serve_it = f"{_command_name()} --home {home} serve --port {port}"
@@ -119,6 +146,8 @@ def demo(
             else:
                 _serve(app, listener, password)
         finally:
+            if mule is not None:
+                mule.stop()
             lab.stop()
             out.print("lab stopped")
     finally:
@@ -204,6 +233,7 @@ def _serve(app: App, listener: socket.socket, password: str) -> None:
 def _run(
     app: App,
     lab: Lab,
+    mule: amule.AmuleLab | None,
     home: Path,
     tracker: bool,
     wait: float,
@@ -259,7 +289,13 @@ def _run(
         f"{len(proven - holder_ips)}"
     )
 
-    out.print(Rule("4. evidence: verify the log, export one peer's bundle, check it with openssl"))
+    out.print(Rule("4. eD2k sensor: real aMule peers, HELLO with our user hash, file status"))
+    if mule is None:
+        out.print("  [yellow]no aMule peers[/] (amuled not installed, or --amule-peers 0): skipped")
+    else:
+        _ed2k(app, mule, sensor_ip)
+
+    out.print(Rule("5. evidence: verify the log, export one peer's bundle, check it with openssl"))
     target_ip = sorted(proven)[0] if proven else lab.members[0].ip
     target = home / "bundles" / f"{target_ip}-{int(time.time())}"
     result = bundle.export_bundle(app.engine, target, RecordFilter(ip=target_ip))
@@ -275,11 +311,11 @@ def _run(
     if not report.ok or script.returncode != 0:
         raise EvidenceError("the demo bundle did not verify")
 
-    out.print(Rule("5. leads: peers placed by a test GeoIP database, ranked and routed to units"))
+    out.print(Rule("6. leads: peers placed by a test GeoIP database, ranked and routed to units"))
     if boundaries is None:
         out.print("  [yellow]no département boundaries file[/] (--boundaries): leads step skipped")
     else:
-        _leads(app, lab, boundaries)
+        _leads(app, lab, mule, boundaries)
     out.print(Rule())
     pw = _command_name()
     home_opt = f"--home {home}"
@@ -294,9 +330,42 @@ def _run(
     )
 
 
-def _leads(app: App, lab: Lab, boundaries: Path) -> None:
+def _ed2k(app: App, mule: amule.AmuleLab, sensor_ip: str) -> None:
+    for p in mule.peers:
+        enc = "  (obfuscation required)" if p.requires_obfuscation else ""
+        out.print(f"  {p.name} {p.endpoint}  user hash {p.user_hash.hex()}  {p.role}{enc}")
+    r = app.watchlist.import_files([mule.watchlist], list_name="lab-ed2k")
+    state = "unchanged" if r.unchanged else f"version {r.version}"
+    out.print(f"  watchlist lab-ed2k (ed2k links): {state}, {r.items} records")
+    files = [Ed2kFile(f.ed2k, f.size) for f in mule.files.values() if f.watched]
+    # The lab knows each peer's user hash, as a server's or Kad's source list would tell it:
+    # the one that requires obfuscation can only be asked with it.
+    peers = [Ed2kPeer(p.ip, p.tcp_port, p.user_hash) for p in mule.peers]
+    identity = ClientIdentity(
+        load_user_hash(app.settings.keys_dir), client_id=0, supports_crypt=True
+    )
+    config = Ed2kSweepConfig(Ed2kProbeConfig(identity, bind_ip=sensor_ip))
+    stats = asyncio.run(Ed2kSweep(config, app.evidence, EgressPolicy()).sweep(peers, files))
+    sharing = {
+        (p.ip, p.tcp_port) for p in mule.peers for key in p.shares if mule.files[key].watched
+    }
+    proven = {peer for found in stats.per_file.values() for peer in found}
+    out.print(
+        f"  {stats.probes} probes: {stats.proven} possessions proven, {stats.no_file} "
+        f"'no such file' answers, {stats.failed} failed; aMule peers sharing watched files: "
+        f"{len(sharing)}, proven: {len(proven & sharing)}; others proven: {len(proven - sharing)}"
+    )
+
+
+def _leads(app: App, lab: Lab, mule: amule.AmuleLab | None, boundaries: Path) -> None:
     """Place the lab's peers (lab.geography), import the map and the units, list the leads."""
-    geo = lab.write_geography(boundaries)
+    if not lab.members:
+        lab.prepare()
+    placed: list[geography.Locatable] = list(lab.members)
+    if mule is not None:
+        # The aMule peers continue the rotation after the BitTorrent ones.
+        placed += [geography.Located(p.ip, len(lab.members) + i) for i, p in enumerate(mule.peers)]
+    geo = geography.write_geography(placed, lab.workdir / "geo", boundaries=boundaries)
     app.geoip_config.set(city=geo.city, asn=geo.asn)
     app.jurisdictions.import_geojson(boundaries, code_property="code", name_property="nom")
     app.jurisdictions.import_units(geo.units_csv)

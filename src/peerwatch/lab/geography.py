@@ -32,11 +32,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from peerwatch.lab.geoip import LabGeoIP
-    from peerwatch.lab.swarm import LabPeer
 
 #: The départements peers are placed in, by index modulo its length (see the module docstring).
 ROTATION: tuple[str, ...] = ("75", "69", "13", "33", "971", "974")
@@ -105,7 +104,25 @@ def units_csv() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_geography(peers: Iterable[LabPeer], folder: Path, *, boundaries: Path) -> LabGeography:
+class Locatable(Protocol):
+    """What placement needs of a lab peer: its address and its number in the rotation."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def index(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A peer of another lab (aMule) placed in the same rotation."""
+
+    ip: str
+    index: int
+
+
+def write_geography(peers: Iterable[Locatable], folder: Path, *, boundaries: Path) -> LabGeography:
     """Write `GeoLite2-City.mmdb`, `GeoLite2-ASN.mmdb` and `units.csv` into `folder`, placing
     each peer's address in `departement_of(peer.index)`."""
     # mmdb-writer (the lab and dev extras) only when a database is written: the CLI imports this
