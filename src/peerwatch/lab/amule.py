@@ -56,6 +56,7 @@ import signal
 import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,13 +289,18 @@ class AmuleLab:
         tcp_base: int = 46620,
         startup_timeout: float = 90.0,
         net: str = BASE_NET,
+        kad_ids: Mapping[str, int] | None = None,
     ) -> None:
+        """`kad_ids`: switch Kad on in every peer (peer name -> its Kad id; a peer not listed gets
+        one seeded by its name), for checking Kad packet formats against real aMule
+        (lab/kad.py, docs/kad.md). Without it Kad is off, as it never forms on loopback."""
         if not 1 <= peers <= 99:
             raise ValueError(f"between 1 and 99 peers ({net}1-99)")
         if not (net.startswith("127.") and net.endswith(".") and net.count(".") == 3):
             raise ValueError(f"net must be a loopback /24 prefix like '127.0.15.', not {net!r}")
         self.folder = folder
         self.net = net
+        self.kad_ids = None if kad_ids is None else dict(kad_ids)
         # Where the lab checks readiness from; tests and the demo probe from sensor_ip.
         self.check_ip = f"{net}{CHECK_IP.rsplit('.', 1)[1]}"
         self.sensor_ip = f"{net}{SENSOR_IP.rsplit('.', 1)[1]}"
@@ -353,7 +359,13 @@ class AmuleLab:
             shutil.rmtree(d)
         (d / "Incoming").mkdir(parents=True)
         (d / "Temp").mkdir()
-        (d / "amule.conf").write_text(_conf(peer))
+        conf = _conf(peer)
+        if self.kad_ids is not None:
+            from peerwatch.lab.kad import kad_amule_conf  # the Kad lab builds on this one
+
+            kad_id = self.kad_ids.get(peer.name, random.Random(peer.name).getrandbits(128))
+            conf = kad_amule_conf(conf, d, kad_id)
+        (d / "amule.conf").write_text(conf)
         (d / "preferences.dat").write_bytes(bytes([_PREFERENCES_VERSION]) + peer.user_hash)
         (d / "shareddir.dat").write_text("")
         for number, (key, held) in enumerate(sorted(peer.partial.items()), start=1):
