@@ -38,6 +38,7 @@ bench: install
 	$(PY) benchmarks/bench_import.py
 	$(PY) benchmarks/bench_bittorrent.py
 	$(PY) benchmarks/bench_leads.py
+	$(PY) benchmarks/bench_ed2k.py
 
 ## screenshots: rewrite docs/screenshots/*.png (a demo home on 127.0.14.x, Debian's chromium)
 screenshots: install

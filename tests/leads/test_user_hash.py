@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from peerwatch.evidence.record import Observation
 from peerwatch.leads.identity import peer_key
+from peerwatch.sensors.ed2k import NO_ADDRESS
 from tests.leads.targets_support import DAY, T0, enricher, log, store
 
 GEO = {
@@ -145,3 +146,38 @@ def test_a_hash_held_by_two_targets_after_a_split_links_to_neither(
     assert len(ranked) == 3
     newest = max(ranked, key=lambda t: t.last_ms)
     assert [x.kind for x in st.explain(newest.id).links] == ["origin"]
+
+
+def test_server_claims_join_by_hash_and_low_ids_make_no_target(
+    engine: Engine, tmp_path: Path
+) -> None:
+    def server_claim(at: int, ip: str, port: int | None, user_hash: str) -> Observation:
+        return Observation(
+            observed_ms=at,
+            network="ed2k",
+            method="server-sources",
+            content_key=FILE,
+            ip=ip,
+            port=port,
+            peer_id=user_hash,
+            outcome="claim",
+            extra={"server": "127.0.16.250:4661"},
+        )
+
+    ev = log(engine, tmp_path / "keys")
+    ev.append(
+        [
+            # The server lists H1 at a high id, and a low-id client (no address: 0.0.0.0).
+            server_claim(T0, "127.0.1.10", 4662, H1),
+            server_claim(T0, NO_ADDRESS, None, H2),
+            # The probe of the listed address proves H1 there.
+            ed2k(T0 + 1_000, "127.0.1.10", 4662, H1),
+        ]
+    )
+    st = store(engine, enricher(GEO))
+    stats = st.refresh()
+    assert stats.records == 3
+    (target,) = st.ranked(as_of_ms=T0 + DAY)
+    assert target.ips == ("127.0.1.10",)
+    assert [o.method for o in st.observations(target.id)] == ["server-sources", "file-status"]
+    assert st.pending() == 0  # the low-id claim is consumed, not left pending

@@ -24,6 +24,7 @@ from peerwatch.sensors.discovery import Discovery, DiscoveryConfig, DiscoverySta
 from peerwatch.sensors.ed2k import (
     Ed2kFile,
     Ed2kPeer,
+    Ed2kServer,
     Ed2kSweep,
     Ed2kSweepConfig,
     Ed2kSweepStats,
@@ -327,10 +328,20 @@ def _ed2k_files(app: App, given: list[str]) -> list[Ed2kFile]:
 
 
 def _ed2k_table(stats: Ed2kSweepStats, started: float) -> Table:
-    table = Table("elapsed", "sweeps", "probes", "proven", "no file", "failed", "observations")
+    table = Table(
+        "elapsed",
+        "sweeps",
+        "server claims",
+        "probes",
+        "proven",
+        "no file",
+        "failed",
+        "observations",
+    )
     table.add_row(
         f"{time.monotonic() - started:.0f} s",
         str(stats.sweeps),
+        str(stats.claims),
         str(stats.probes),
         str(stats.proven),
         str(stats.no_file),
@@ -344,13 +355,22 @@ def _ed2k_table(stats: Ed2kSweepStats, started: float) -> Table:
 def ed2k(
     ctx: typer.Context,
     peer: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--peer",
             help="eD2k peer [USERHASH@]HOST:PORT to probe; with its user hash (32 hex digits) "
             "the probe can obfuscate, which a peer that requires obfuscation needs.",
         ),
-    ],
+    ] = None,
+    server: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            help="eD2k server HOST:PORT to ask for the sources of every watched file "
+            "(repeatable); each source is recorded as a claim and probed (low ids: recorded "
+            "only).",
+        ),
+    ] = None,
     ed2k_hash: Annotated[
         list[str] | None,
         typer.Option(
@@ -379,16 +399,20 @@ def ed2k(
 ) -> None:
     """Probe eD2k peers (eMule, aMule) for watched files: HELLO, file request, file status.
 
-    One observation per peer and file: possession (file status, with completion), the peer's
-    "no such file" answer, or why the probe failed. The sensor's user hash is created once and
-    kept in HOME/keys/ed2k-userhash.
+    Peers come from --peer and from the source lists of --server (each listed source is also
+    recorded as a server-sources claim). One observation per peer and file: possession (file
+    status, with completion), the peer's "no such file" answer, or why the probe failed. The
+    sensor's user hash is created once and kept in HOME/keys/ed2k-userhash.
     """
     app = app_of(ctx)
     if obfuscation not in ("auto", "plain", "obfuscated"):
         raise InputError("--obfuscation is auto, plain or obfuscated", source="command line")
     if concurrency < 1:
         raise InputError("--concurrency must be at least 1", source="command line")
-    peers = [_ed2k_peer(p) for p in peer]
+    peers = [_ed2k_peer(p) for p in peer or []]
+    servers = [Ed2kServer(*_endpoint(x, "--server")) for x in server or []]
+    if not peers and not servers:
+        raise InputError("give at least one --peer or --server", source="command line")
     files = _ed2k_files(app, ed2k_hash or [])
     if not files:
         raise InputError("nothing to probe for: the watchlist has no eD2k hash (or give --ed2k)")
@@ -410,9 +434,9 @@ def ed2k(
                 egress,
                 progress=lambda s: live.update(_ed2k_table(s, started)),
             )
-            stats = await sweep.sweep(peers, files)
+            stats = await sweep.sweep(peers, files, servers)
             while time.monotonic() - started < duration:
-                stats = await sweep.sweep(peers, files)
+                stats = await sweep.sweep(peers, files, servers)
             return stats
 
     stats = asyncio.run(run())
@@ -420,6 +444,13 @@ def ed2k(
     for key, proven in sorted(stats.per_file.items()):
         shown = ", ".join(f"{a}:{p}" for a, p in sorted(proven))
         out.print(f"{escape(key)}: possession proven for {len(proven)} peer(s): {escape(shown)}")
+    if servers:
+        out.print(
+            f"servers: {stats.servers_asked} asked, {stats.claims} source claim(s) recorded "
+            f"({stats.low_id_claims} low id, not probed)"
+        )
+    for endpoint, why in sorted(stats.server_errors.items()):
+        out.print(f"[yellow]server {escape(endpoint)}[/]: {escape(why)}")
     if stats.refused_by_egress:
         out.print(
             f"[yellow]{stats.refused_by_egress} peer(s) outside the allowed networks were not "

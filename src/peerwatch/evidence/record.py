@@ -24,7 +24,10 @@ ExtraValue = str | int | bool | None | list["ExtraValue"] | dict[str, "ExtraValu
 # Methods in use; a record with another method is still valid (new sensors add theirs), but these
 # are
 # the ones whose meaning is documented in docs/evidence.md.
-CLAIM_METHODS = frozenset({"dht-get-peers", "tracker-announce", "tracker-scrape", "pex"})
+# Peer lists: what a DHT node, tracker, PEX peer or eD2k server *says* about an address.
+CLAIM_METHODS = frozenset(
+    {"dht-get-peers", "tracker-announce", "tracker-scrape", "pex", "server-sources"}
+)
 POSSESSION_METHODS = frozenset({"bitfield", "have-all", "piece-verified", "file-status"})
 
 

@@ -290,10 +290,13 @@ class AmuleLab:
         startup_timeout: float = 90.0,
         net: str = BASE_NET,
         kad_ids: Mapping[str, int] | None = None,
+        ed2k_server: tuple[str, int] | None = None,
     ) -> None:
         """`kad_ids`: switch Kad on in every peer (peer name -> its Kad id; a peer not listed gets
         one seeded by its name), for checking Kad packet formats against real aMule
-        (lab/kad.py, docs/kad.md). Without it Kad is off, as it never forms on loopback."""
+        (lab/kad.py, docs/kad.md). Without it Kad is off, as it never forms on loopback.
+        `ed2k_server`: (host, port) of an eD2k server every daemon logs into at start-up and
+        offers its files to (lab/ed2k_server.py, docs/ed2k-server.md); without it, none."""
         if not 1 <= peers <= 99:
             raise ValueError(f"between 1 and 99 peers ({net}1-99)")
         if not (net.startswith("127.") and net.endswith(".") and net.count(".") == 3):
@@ -301,6 +304,7 @@ class AmuleLab:
         self.folder = folder
         self.net = net
         self.kad_ids = None if kad_ids is None else dict(kad_ids)
+        self.ed2k_server = ed2k_server
         # Where the lab checks readiness from; tests and the demo probe from sensor_ip.
         self.check_ip = f"{net}{CHECK_IP.rsplit('.', 1)[1]}"
         self.sensor_ip = f"{net}{SENSOR_IP.rsplit('.', 1)[1]}"
@@ -365,6 +369,11 @@ class AmuleLab:
 
             kad_id = self.kad_ids.get(peer.name, random.Random(peer.name).getrandbits(128))
             conf = kad_amule_conf(conf, d, kad_id)
+        if self.ed2k_server is not None:
+            from peerwatch.lab.ed2k_server import server_conf, server_met  # builds on this one
+
+            conf = server_conf(conf)
+            (d / "server.met").write_bytes(server_met(*self.ed2k_server))
         (d / "amule.conf").write_text(conf)
         (d / "preferences.dat").write_bytes(bytes([_PREFERENCES_VERSION]) + peer.user_hash)
         (d / "shareddir.dat").write_text("")

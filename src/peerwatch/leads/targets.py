@@ -11,6 +11,7 @@ targets by id (docs/leads.md).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -233,6 +234,13 @@ class _Parsed:
     peer_key: str | None = None  # identity.peer_key: the eD2k user hash
 
 
+def _unspecified(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_unspecified
+    except ValueError:
+        return False
+
+
 @dataclass(slots=True)
 class _Item:
     network: str
@@ -430,6 +438,11 @@ class TargetStore:
         obs_rows: list[tuple[Any, ...]] = []
         cursors: dict[str, int] = {}
         for o in rows:
+            if _unspecified(o.ip):
+                # A low-id source in an eD2k server's list has no address we could reach or
+                # place (recorded as 0.0.0.0): a claim about nobody in particular, no target.
+                cursors[o.sensor_id] = max(cursors.get(o.sensor_id, 0), o.seq)
+                continue
             asn = self._place(o.ip).asn
             decision = linker.decide(
                 Seen(

@@ -16,6 +16,15 @@ HELLOANSWER names the peer by its user hash (``peer_id``), its software and vers
 and carries its client id (with high/low: an id >= 2**24 is a high id, the peer's IPv4 address
 as the server saw it), its TCP and UDP ports and whether the stream was obfuscated (``extra``).
 
+With servers (`--server HOST:PORT`), the sweep first logs into every server and asks it for
+the sources of every watched file (`transport.ed2k_server`). Each listed source is recorded as
+method ``server-sources``, outcome ``claim`` (what the server says its clients offered: a claim,
+never possession), and each high-id source becomes a probe candidate for the files it was listed
+for, with the user hash the OBFU answer gave (so a peer that requires obfuscation can be
+dialled). Low-id sources (firewalled; id < 2**24, no address) are recorded with ip ``0.0.0.0``
+(no address known) and never probed. Peers given directly are probed for every file; a peer both
+given and listed is probed once per file.
+
 The user hash is the sensor's identity on the network: it is created once and kept in
 HOME/keys/ed2k-userhash (aMule bans, for hours, an address that shows a second user hash).
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +41,18 @@ from pathlib import Path
 from peerwatch.evidence.log import EvidenceLog
 from peerwatch.evidence.record import ExtraValue, Observation
 from peerwatch.protocols.ed2k.client import PeerHello
+from peerwatch.protocols.ed2k.server import FileQuery
 from peerwatch.transport.ed2k_probe import Ed2kProbeConfig, Ed2kProbeResult, probe_ed2k
+from peerwatch.transport.ed2k_server import (
+    Ed2kServerConfig,
+    Ed2kServerResult,
+    ServerSource,
+    query_server,
+)
 from peerwatch.transport.egress import EgressPolicy
 
 USER_HASH_FILE = "ed2k-userhash"
+NO_ADDRESS = "0.0.0.0"  # noqa: S104 (not a bind: the ip of a low-id claim, which has no address)
 LOW_ID_LIMIT = 0x1000000  # aMule HIGHEST_LOWID_ED2K: ids below are low ids
 
 # CT_EMULE_VERSION compat byte -> software (aMule src/include/common/ClientSoftware.h).
@@ -145,6 +163,54 @@ class Ed2kPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class Ed2kServer:
+    host: str
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def server_claim_observations(
+    result: Ed2kServerResult, *, clock_offset_ms: int | None = None
+) -> list[Observation]:
+    """One ``server-sources`` / ``claim`` observation per (file answer, listed source)."""
+    out = []
+    for answer in result.files:
+        for src in answer.sources:
+            extra: dict[str, ExtraValue] = {
+                "server": result.endpoint,
+                "server_name": result.server_name,
+                "answer": "FOUNDSOURCES_OBFU" if answer.obfuscated else "FOUNDSOURCES",
+                "client_id": src.client_id,
+                "id_type": "low" if src.low_id else "high",
+                "tcp_port": src.port,
+                "crypt_options": src.crypt_options,
+                "user_hash": src.user_hash.hex() if src.user_hash is not None else None,
+                "requires_obfuscation": src.requires_obfuscation,
+                "sources_in_answer": len(answer.sources),
+                "our_client_id": result.client_id,
+            }
+            out.append(
+                Observation(
+                    observed_ms=int(answer.at * 1000),
+                    network="ed2k",
+                    method="server-sources",
+                    content_key=f"ed2k:{answer.file_hash.hex()}",
+                    ip=src.ip if src.ip is not None else NO_ADDRESS,
+                    port=None if src.low_id else src.port,
+                    clock_offset_ms=clock_offset_ms,
+                    peer_id=src.user_hash.hex() if src.user_hash is not None else None,
+                    outcome="claim",
+                    exchange_sha256=result.exchange_sha256,
+                    extra=extra,
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class Ed2kFile:
     file_hash: bytes
     size: int | None = None
@@ -154,6 +220,8 @@ class Ed2kFile:
 class Ed2kSweepConfig:
     probe: Ed2kProbeConfig  # our identity, timeouts, local address, obfuscation mode
     concurrency: int = 8  # peers probed at once; each peer is asked about one file at a time
+    # server logins: None = the probe's user hash and local address, default timeouts
+    server: Ed2kServerConfig | None = None
 
 
 @dataclass
@@ -163,9 +231,14 @@ class Ed2kSweepStats:
     proven: int = 0  # probes that recorded possession
     no_file: int = 0
     failed: int = 0  # no HELLOANSWER or no file answer
+    probe_errors: int = 0  # probes that failed on our side (recorded as outcome "sensor-error")
     observations: int = 0
     refused_by_egress: int = 0
     per_file: dict[str, set[tuple[str, int]]] = field(default_factory=dict)  # proven peers
+    servers_asked: int = 0  # server sessions run
+    server_errors: dict[str, str] = field(default_factory=dict)  # server -> why it failed
+    claims: int = 0  # (server answer, source) claims recorded
+    low_id_claims: int = 0  # of which low id (recorded, never probed)
 
 
 class Ed2kSweep:
@@ -185,15 +258,27 @@ class Ed2kSweep:
         self._progress = progress
         self.stats = Ed2kSweepStats()
 
-    async def sweep(self, peers: Sequence[Ed2kPeer], files: Sequence[Ed2kFile]) -> Ed2kSweepStats:
+    async def sweep(
+        self,
+        peers: Sequence[Ed2kPeer],
+        files: Sequence[Ed2kFile],
+        servers: Sequence[Ed2kServer] = (),
+    ) -> Ed2kSweepStats:
         gate = asyncio.Semaphore(self.config.concurrency)
+        claims, listed = await self._ask_servers(servers, files)
         # One entry per address (the one that knows the user hash): aMule takes a second
         # connection with our user hash from our address, while the first is open, as a thief.
+        # Given peers are asked about every file; listed sources about the files they were
+        # listed for.
         by_address: dict[tuple[str, int], Ed2kPeer] = {}
-        for peer in peers:
-            known = by_address.get((peer.ip, peer.port))
+        wanted: dict[tuple[str, int], set[bytes]] = {}
+        every = {f.file_hash for f in files}
+        for peer, hashes in [*((p, every) for p in peers), *listed]:
+            key = (peer.ip, peer.port)
+            known = by_address.get(key)
             if known is None or (known.user_hash is None and peer.user_hash is not None):
-                by_address[(peer.ip, peer.port)] = peer
+                by_address[key] = peer
+            wanted.setdefault(key, set()).update(hashes)
         allowed = []
         for peer in by_address.values():
             if self._egress.allows(peer.ip):
@@ -203,21 +288,33 @@ class Ed2kSweep:
 
         async def one_peer(peer: Ed2kPeer) -> list[Observation]:
             out = []
+            mine = wanted[(peer.ip, peer.port)]
             async with gate:
                 for f in files:  # one file at a time per peer, each on its own connection
-                    result = await probe_ed2k(
-                        peer.ip,
-                        peer.port,
-                        f.file_hash,
-                        self.config.probe,
-                        user_hash=peer.user_hash,
-                        file_size=f.size,
-                    )
+                    if f.file_hash not in mine:
+                        continue
+                    started = time.time()
+                    try:
+                        result = await probe_ed2k(
+                            peer.ip,
+                            peer.port,
+                            f.file_hash,
+                            self.config.probe,
+                            user_hash=peer.user_hash,
+                            file_size=f.size,
+                        )
+                    except Exception as exc:
+                        # `probe_ed2k` turns every fault of the peer into an outcome, so this
+                        # one is ours: recorded as such, and the sweep's other probes go on.
+                        self.stats.probes += 1
+                        self.stats.probe_errors += 1
+                        out.append(_sensor_error(peer, f, started, exc))
+                        continue
                     out.append(self._count(result))
             return out
 
         batches = await asyncio.gather(*(one_peer(p) for p in allowed))
-        observations = [o for batch in batches for o in batch]
+        observations = claims + [o for batch in batches for o in batch]
         if observations:
             await asyncio.to_thread(self._log.append, observations)
         self.stats.observations += len(observations)
@@ -225,6 +322,67 @@ class Ed2kSweep:
         if self._progress is not None:
             self._progress(self.stats)
         return self.stats
+
+    async def _ask_servers(
+        self, servers: Sequence[Ed2kServer], files: Sequence[Ed2kFile]
+    ) -> tuple[list[Observation], list[tuple[Ed2kPeer, set[bytes]]]]:
+        """Every server's source list for every file: the claim observations, and the dialable
+        (high-id) sources with the files each was listed for."""
+        if not servers or not files:
+            return [], []
+        probe = self.config.probe
+        # --obfuscation obfuscated means no plain bytes at all: the server connections too
+        config = self.config.server or Ed2kServerConfig(
+            probe.identity.user_hash,
+            name=probe.identity.name,
+            bind_ip=probe.bind_ip,
+            obfuscation=probe.obfuscation == "obfuscated",
+        )
+        queries = [FileQuery(f.file_hash, f.size) for f in files]
+        asked = []
+        for server in dict.fromkeys(servers):
+            if self._egress.allows(server.host):
+                asked.append(server)
+            else:  # reported as a server error (refused_by_egress counts peers)
+                self.stats.server_errors[server.endpoint] = "outside the allowed networks"
+        results = await asyncio.gather(
+            *(query_server(x.host, x.port, queries, config) for x in asked),
+            return_exceptions=True,
+        )
+        claims: list[Observation] = []
+        listed: dict[tuple[str, int], tuple[ServerSource, set[bytes]]] = {}
+        for server, result in zip(asked, results, strict=True):
+            self.stats.servers_asked += 1
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and interrupts are not the server's fault
+                # a bug of ours in one server's exchange: noted, the other servers still count
+                self.stats.server_errors[server.endpoint] = f"{type(result).__name__}: {result}"
+                continue
+            if result.outcome != "answered":
+                self.stats.server_errors[result.endpoint] = f"{result.outcome}: {result.detail}"
+            found = server_claim_observations(result)
+            claims += found
+            self.stats.claims += len(found)
+            for answer in result.files:
+                for src in answer.sources:
+                    if src.ip is None:
+                        self.stats.low_id_claims += 1
+                        continue  # a low id has no address: recorded, never probed
+                    key = (src.ip, src.port)
+                    known = listed.get(key)
+                    if known is None:
+                        listed[key] = (src, {answer.file_hash})
+                    else:
+                        keep = known[0] if known[0].user_hash is not None else src
+                        listed[key] = (keep, known[1] | {answer.file_hash})
+        if self._progress is not None:
+            self._progress(self.stats)
+        peers = [
+            (Ed2kPeer(ip, port, src.user_hash), hashes)
+            for (ip, port), (src, hashes) in listed.items()
+        ]
+        return claims, peers
 
     def _count(self, result: Ed2kProbeResult) -> Observation:
         self.stats.probes += 1
@@ -239,3 +397,20 @@ class Ed2kSweep:
         if self._progress is not None:
             self._progress(self.stats)
         return result_observation(result)
+
+
+def _sensor_error(peer: Ed2kPeer, f: Ed2kFile, started: float, exc: Exception) -> Observation:
+    """A probe that raised: our fault, recorded (never possession) so the sweep goes on."""
+    return Observation(
+        observed_ms=int(started * 1000),
+        network="ed2k",
+        method="connect",
+        content_key=f"ed2k:{f.file_hash.hex()}",
+        ip=peer.ip,
+        port=peer.port,
+        outcome="sensor-error",
+        extra={
+            "detail": f"the sensor failed while probing: {type(exc).__name__}: {exc}"[:1000],
+            "duration_ms": int((time.time() - started) * 1000),
+        },
+    )

@@ -186,6 +186,15 @@ async def _attempt(
     except TimeoutError:
         attempt.outcome = "timeout"
         attempt.detail = _timeout_detail(attempt)
+    except OSError as exc:
+        # A reset (ECONNRESET) or a write to a closed socket (EPIPE) mid-conversation: the
+        # peer's doing, recorded like a hang-up (TimeoutError is an OSError: caught above).
+        attempt.outcome = "closed"
+        attempt.closed_early = attempt.hello is None
+        when = "before" if attempt.hello is None else "after"
+        attempt.detail = (
+            f"the peer reset the connection {when} its HELLOANSWER ({exc.strerror or exc})"
+        )
     finally:
         await close_stream(writer)
     return attempt
