@@ -593,7 +593,7 @@ def test_obfuscated_mode_obfuscates_the_server_connection_too() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--ed2k", "00" * 16], "at least one --peer or --server"),
+        (["--ed2k", "00" * 16], "at least one --peer, --server or --kad-node"),
         (["--server", "127.0.16.230", "--ed2k", "00" * 16], "HOST:PORT"),
         (["--server", "127.0.16.230:0", "--ed2k", "00" * 16], "out of range"),
     ],
@@ -614,6 +614,6 @@ def test_cli_server_outside_loopback_is_not_contacted(
     code = run(["--home", home, "sense", "ed2k", "--server", "192.0.2.9:4661", "--ed2k", "00" * 16])
     out = capsys.readouterr().out
     assert code == 0
-    assert "servers: 0 asked, 0 source claim(s)" in out
+    assert "servers: 0 asked; Kad: 0 source search(es); 0 source claim(s)" in out
     assert "server 192.0.2.9:4661" in out and "outside the allowed networks" in out
     assert "peer(s) outside" not in out  # no peer was refused: the server was

@@ -371,6 +371,15 @@ def ed2k(
             "only).",
         ),
     ] = None,
+    kad_node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kad-node",
+            help="Kad node IP:UDPPORT to bootstrap from (repeatable); one Kad source search per "
+            "watched file, each source recorded as a claim and probed (firewalled: recorded "
+            "only).",
+        ),
+    ] = None,
     ed2k_hash: Annotated[
         list[str] | None,
         typer.Option(
@@ -399,10 +408,11 @@ def ed2k(
 ) -> None:
     """Probe eD2k peers (eMule, aMule) for watched files: HELLO, file request, file status.
 
-    Peers come from --peer and from the source lists of --server (each listed source is also
-    recorded as a server-sources claim). One observation per peer and file: possession (file
-    status, with completion), the peer's "no such file" answer, or why the probe failed. The
-    sensor's user hash is created once and kept in HOME/keys/ed2k-userhash.
+    Peers come from --peer, from the source lists of --server and from Kad source searches
+    (--kad-node); each listed source is also recorded as a server-sources or kad-sources claim.
+    One observation per peer and file: possession (file status, with completion), the peer's
+    "no such file" answer, or why the probe failed. The sensor's user hash is created once and
+    kept in HOME/keys/ed2k-userhash.
     """
     app = app_of(ctx)
     if obfuscation not in ("auto", "plain", "obfuscated"):
@@ -411,8 +421,9 @@ def ed2k(
         raise InputError("--concurrency must be at least 1", source="command line")
     peers = [_ed2k_peer(p) for p in peer or []]
     servers = [Ed2kServer(*_endpoint(x, "--server")) for x in server or []]
-    if not peers and not servers:
-        raise InputError("give at least one --peer or --server", source="command line")
+    kad_nodes = [_endpoint(x, "--kad-node") for x in kad_node or []]
+    if not peers and not servers and not kad_nodes:
+        raise InputError("give at least one --peer, --server or --kad-node", source="command line")
     files = _ed2k_files(app, ed2k_hash or [])
     if not files:
         raise InputError("nothing to probe for: the watchlist has no eD2k hash (or give --ed2k)")
@@ -434,9 +445,9 @@ def ed2k(
                 egress,
                 progress=lambda s: live.update(_ed2k_table(s, started)),
             )
-            stats = await sweep.sweep(peers, files, servers)
+            stats = await sweep.sweep(peers, files, servers, kad_nodes)
             while time.monotonic() - started < duration:
-                stats = await sweep.sweep(peers, files, servers)
+                stats = await sweep.sweep(peers, files, servers, kad_nodes)
             return stats
 
     stats = asyncio.run(run())
@@ -444,11 +455,14 @@ def ed2k(
     for key, proven in sorted(stats.per_file.items()):
         shown = ", ".join(f"{a}:{p}" for a, p in sorted(proven))
         out.print(f"{escape(key)}: possession proven for {len(proven)} peer(s): {escape(shown)}")
-    if servers:
+    if servers or kad_nodes:
         out.print(
-            f"servers: {stats.servers_asked} asked, {stats.claims} source claim(s) recorded "
-            f"({stats.low_id_claims} low id, not probed)"
+            f"servers: {stats.servers_asked} asked; Kad: {stats.kad_searches} source "
+            f"search(es); {stats.claims} source claim(s) recorded ({stats.low_id_claims} low "
+            "id or firewalled, not probed)"
         )
+    for file_hash, why in sorted(stats.kad_errors.items()):
+        out.print(f"[yellow]Kad search for ed2k:{escape(file_hash)}[/]: {escape(why)}")
     for endpoint, why in sorted(stats.server_errors.items()):
         out.print(f"[yellow]server {escape(endpoint)}[/]: {escape(why)}")
     if stats.refused_by_egress:

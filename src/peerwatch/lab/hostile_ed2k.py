@@ -58,7 +58,7 @@ from peerwatch.protocols.ed2k.framing import (
     encode_packet,
 )
 from peerwatch.protocols.ed2k.tags import Tag, encode_tag
-from peerwatch.protocols.ed2k.wire import u16, u32
+from peerwatch.protocols.ed2k.wire import Ed2kError, u16, u32
 
 Peer = tuple[str, int]
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -215,6 +215,9 @@ class HostileEd2kLab:
                     await handler(reader, writer)
             except (OSError, asyncio.IncompleteReadError):
                 pass  # the sensor hung up on us: that is what it should do
+            except Ed2kError:
+                pass  # bytes these peers do not speak (an obfuscated HELLO): hang up, as aMule
+                # does on a stream it cannot read
             except asyncio.CancelledError:
                 pass  # stop(): end quietly (asyncio's stream callback logs a cancelled handler)
             finally:

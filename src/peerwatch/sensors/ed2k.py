@@ -25,6 +25,13 @@ dialled). Low-id sources (firewalled; id < 2**24, no address) are recorded with 
 (no address known) and never probed. Peers given directly are probed for every file; a peer both
 given and listed is probed once per file.
 
+With Kad nodes (`--kad-node HOST:PORT`), the sweep bootstraps from them and runs one Kad2 source
+search per watched file (`transport.kad`, one search at a time: its send budget is per search).
+Each source a node lists is recorded as method ``kad-sources``, outcome ``claim`` (what that node
+stores, never possession: nodes can list "ghost" peers), and each high-id source becomes a probe
+candidate for that file, with the user hash the node gave. Firewalled (buddy) sources are
+recorded, never probed.
+
 The user hash is the sensor's identity on the network: it is created once and kept in
 HOME/keys/ed2k-userhash (aMule bans, for hours, an address that shows a second user hash).
 """
@@ -50,6 +57,7 @@ from peerwatch.transport.ed2k_server import (
     query_server,
 )
 from peerwatch.transport.egress import EgressPolicy
+from peerwatch.transport.kad import KadSearchConfig, KadSearchResult, find_sources
 
 USER_HASH_FILE = "ed2k-userhash"
 NO_ADDRESS = "0.0.0.0"  # noqa: S104 (not a bind: the ip of a low-id claim, which has no address)
@@ -210,6 +218,46 @@ def server_claim_observations(
     return out
 
 
+def kad_claim_observations(
+    result: KadSearchResult, *, clock_offset_ms: int | None = None
+) -> list[Observation]:
+    """One ``kad-sources`` / ``claim`` observation per source a Kad node listed."""
+    out = []
+    for src in result.sources:
+        node = f"{src.node[0]}:{src.node[1]}"
+        extra: dict[str, ExtraValue] = {
+            "node": node,
+            "source_type": src.source_type,
+            "id_type": "low" if src.low_id else "high",
+            "tcp_port": src.tcp_port,
+            "udp_port": src.udp_port,
+            "crypt_options": src.crypt_options,
+            "requires_obfuscation": src.requires_crypt,
+            "user_hash": src.user_hash.hex(),
+            "nodes_queried": result.contacts_queried,
+        }
+        if src.low_id:
+            extra["buddy"] = (
+                f"{src.buddy_ip}:{src.buddy_port}" if src.buddy_ip is not None else None
+            )
+        out.append(
+            Observation(
+                observed_ms=int(result.finished_at * 1000),
+                network="ed2k",
+                method="kad-sources",
+                content_key=f"ed2k:{result.file_hash.hex()}",
+                ip=src.ip,
+                port=None if src.low_id else src.tcp_port,
+                clock_offset_ms=clock_offset_ms,
+                peer_id=src.user_hash.hex(),
+                outcome="claim",
+                exchange_sha256=result.exchange_digest,
+                extra=extra,
+            )
+        )
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Ed2kFile:
     file_hash: bytes
@@ -222,6 +270,8 @@ class Ed2kSweepConfig:
     concurrency: int = 8  # peers probed at once; each peer is asked about one file at a time
     # server logins: None = the probe's user hash and local address, default timeouts
     server: Ed2kServerConfig | None = None
+    # Kad source searches: None = default budget and timeouts, the sweep's egress policy
+    kad: KadSearchConfig | None = None
 
 
 @dataclass
@@ -237,8 +287,10 @@ class Ed2kSweepStats:
     per_file: dict[str, set[tuple[str, int]]] = field(default_factory=dict)  # proven peers
     servers_asked: int = 0  # server sessions run
     server_errors: dict[str, str] = field(default_factory=dict)  # server -> why it failed
-    claims: int = 0  # (server answer, source) claims recorded
+    claims: int = 0  # (server answer or Kad node, source) claims recorded
     low_id_claims: int = 0  # of which low id (recorded, never probed)
+    kad_searches: int = 0  # Kad source searches run (one per file and sweep)
+    kad_errors: dict[str, str] = field(default_factory=dict)  # file -> why its search failed
 
 
 class Ed2kSweep:
@@ -263,9 +315,13 @@ class Ed2kSweep:
         peers: Sequence[Ed2kPeer],
         files: Sequence[Ed2kFile],
         servers: Sequence[Ed2kServer] = (),
+        kad_nodes: Sequence[tuple[str, int]] = (),
     ) -> Ed2kSweepStats:
         gate = asyncio.Semaphore(self.config.concurrency)
         claims, listed = await self._ask_servers(servers, files)
+        kad_claims, kad_listed = await self._ask_kad(kad_nodes, files)
+        claims += kad_claims
+        listed += kad_listed
         # One entry per address (the one that knows the user hash): aMule takes a second
         # connection with our user hash from our address, while the first is open, as a thief.
         # Given peers are asked about every file; listed sources about the files they were
@@ -383,6 +439,37 @@ class Ed2kSweep:
             for (ip, port), (src, hashes) in listed.items()
         ]
         return claims, peers
+
+    async def _ask_kad(
+        self, nodes: Sequence[tuple[str, int]], files: Sequence[Ed2kFile]
+    ) -> tuple[list[Observation], list[tuple[Ed2kPeer, set[bytes]]]]:
+        """One Kad source search per file: the claim observations, and the dialable (high-id)
+        sources with the file each was listed for."""
+        if not nodes or not files:
+            return [], []
+        config = self.config.kad or KadSearchConfig(egress=self._egress)
+        claims: list[Observation] = []
+        listed: list[tuple[Ed2kPeer, set[bytes]]] = []
+        for f in files:  # one search at a time: the per-IP send budget is per search
+            self.stats.kad_searches += 1
+            try:
+                result = await find_sources(
+                    nodes, f.file_hash, f.size, bind_ip=self.config.probe.bind_ip, config=config
+                )
+            except Exception as exc:  # a bootstrap node outside the egress policy, or our bug
+                self.stats.kad_errors[f.file_hash.hex()] = f"{type(exc).__name__}: {exc}"
+                continue
+            found = kad_claim_observations(result)
+            claims += found
+            self.stats.claims += len(found)
+            for src in result.sources:
+                if src.low_id:
+                    self.stats.low_id_claims += 1
+                    continue  # firewalled: reachable only through its buddy, never probed
+                listed.append((Ed2kPeer(src.ip, src.tcp_port, src.user_hash), {f.file_hash}))
+        if self._progress is not None:
+            self._progress(self.stats)
+        return claims, listed
 
     def _count(self, result: Ed2kProbeResult) -> Observation:
         self.stats.probes += 1
