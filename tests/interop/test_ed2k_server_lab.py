@@ -21,9 +21,7 @@ Without amuled installed this skips with the reason locally; under CI (CI set) i
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +33,12 @@ from peerwatch.cli.main import run
 from peerwatch.evidence import record
 from peerwatch.evidence.log import iter_records
 from peerwatch.lab.amule import amuled_version
-from peerwatch.lab.ed2k_server import LabEd2kServer, LabServerConfig, ServerAmuleLab
+from peerwatch.lab.ed2k_server import (
+    BackgroundLabServer,
+    LabEd2kServer,
+    LabServerConfig,
+    ServerAmuleLab,
+)
 from peerwatch.protocols.ed2k import server as s
 from peerwatch.settings import Settings
 from tests.interop.test_ed2k_lab import require_amuled
@@ -49,39 +52,35 @@ T = TypeVar("T")
 @dataclass
 class ServerLab:
     lab: ServerAmuleLab
-    server: LabEd2kServer
-    loop: asyncio.AbstractEventLoop
+    background: BackgroundLabServer
+
+    @property
+    def server(self) -> LabEd2kServer:
+        return self.background.server
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the server's loop (its thread) and wait for the result."""
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout=120)
+        return self.background.call(coro, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def server_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLab]:
     require_amuled()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server = LabEd2kServer(LabServerConfig(host=SERVER_IP))
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+    background = BackgroundLabServer(LabServerConfig(host=SERVER_IP))
+    background.start()
     lab = ServerAmuleLab(
         Path(tmp_path_factory.mktemp("amule-server")),
-        server=(SERVER_IP, server.port),
+        server=(SERVER_IP, background.port),
         peers=PEERS,
         net=NET,
         tcp_base=47620,
     )
     try:
         lab.start()
-        yield ServerLab(lab, server, loop)
+        yield ServerLab(lab, background)
     finally:
         lab.stop()
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+        background.stop()
     assert lab.running() == []
 
 

@@ -42,10 +42,17 @@ from peerwatch.errors import EvidenceError, InputError, PeerwatchError
 from peerwatch.evidence import bundle
 from peerwatch.evidence.log import RecordFilter
 from peerwatch.lab import amule, content, geography
+from peerwatch.lab.ed2k_server import BackgroundLabServer, LabServerConfig
 from peerwatch.lab.swarm import Lab, LabTorrent, stop_from_state
 from peerwatch.protocols.ed2k.client import ClientIdentity
 from peerwatch.sensors.bittorrent import BitTorrentSweep, SweepConfig, SweepStats
-from peerwatch.sensors.ed2k import Ed2kFile, Ed2kPeer, Ed2kSweep, Ed2kSweepConfig, load_user_hash
+from peerwatch.sensors.ed2k import (
+    Ed2kFile,
+    Ed2kServer,
+    Ed2kSweep,
+    Ed2kSweepConfig,
+    load_user_hash,
+)
 from peerwatch.transport.ed2k_probe import Ed2kProbeConfig
 from peerwatch.transport.egress import EgressPolicy
 from peerwatch.transport.peer_probe import ProbeConfig
@@ -120,8 +127,10 @@ def demo(
     if amule_net == lab_net:
         raise typer.BadParameter("--amule-net must differ from --lab-net")
     mule = None
+    ed2k_server = None
     if amule_peers and amule.amuled_available():
         mule = amule.AmuleLab(home / "amule", peers=amule_peers, net=amule_net)
+        ed2k_server = BackgroundLabServer(LabServerConfig(host=f"{amule_net}240"))
     # Take the port before the lab starts, so that a busy port is said at once, not after a sweep.
     listener = _bind(port) if serve else None
     lab = Lab(labdir, peers=peers, tracker=tracker, peer_net=lab_net)
@@ -133,11 +142,14 @@ def demo(
         out.print(Rule("1. lab swarm: real libtorrent peers on loopback, benign random content"))
         lab.start()
         try:
-            if mule is not None:
+            if mule is not None and ed2k_server is not None:
+                ed2k_server.start()
+                # Every aMule peer logs into the lab's eD2k server and offers its files there.
+                mule.ed2k_server = (ed2k_server.host, ed2k_server.port)
                 err.print(f"  starting {amule_peers} aMule peers (amuled) on {amule_net}x ...")
                 mule.start()
             boundaries = boundaries or geography.shared_boundaries()
-            _run(app, lab, mule, home, tracker, wait, sensor_ip, boundaries)
+            _run(app, lab, mule, ed2k_server, home, tracker, wait, sensor_ip, boundaries)
             out.print(Rule("7. web app: a demo coordinator account, then the app on loopback"))
             password = _demo_account(app)
             if listener is None:
@@ -148,6 +160,8 @@ def demo(
         finally:
             if mule is not None:
                 mule.stop()
+            if ed2k_server is not None:
+                ed2k_server.stop()
             lab.stop()
             out.print("lab stopped")
     finally:
@@ -234,6 +248,7 @@ def _run(
     app: App,
     lab: Lab,
     mule: amule.AmuleLab | None,
+    ed2k_server: BackgroundLabServer | None,
     home: Path,
     tracker: bool,
     wait: float,
@@ -289,11 +304,11 @@ def _run(
         f"{len(proven - holder_ips)}"
     )
 
-    out.print(Rule("4. eD2k sensor: real aMule peers, HELLO with our user hash, file status"))
-    if mule is None:
+    out.print(Rule("4. eD2k sensor: a server's source lists, then HELLO and file status per peer"))
+    if mule is None or ed2k_server is None:
         out.print("  [yellow]no aMule peers[/] (amuled not installed, or --amule-peers 0): skipped")
     else:
-        _ed2k(app, mule, sensor_ip)
+        _ed2k(app, mule, ed2k_server, sensor_ip)
 
     out.print(Rule("5. evidence: verify the log, export one peer's bundle, check it with openssl"))
     target_ip = sorted(proven)[0] if proven else lab.members[0].ip
@@ -330,7 +345,7 @@ def _run(
     )
 
 
-def _ed2k(app: App, mule: amule.AmuleLab, sensor_ip: str) -> None:
+def _ed2k(app: App, mule: amule.AmuleLab, ed2k_server: BackgroundLabServer, sensor_ip: str) -> None:
     for p in mule.peers:
         enc = "  (obfuscation required)" if p.requires_obfuscation else ""
         out.print(f"  {p.name} {p.endpoint}  user hash {p.user_hash.hex()}  {p.role}{enc}")
@@ -338,22 +353,31 @@ def _ed2k(app: App, mule: amule.AmuleLab, sensor_ip: str) -> None:
     state = "unchanged" if r.unchanged else f"version {r.version}"
     out.print(f"  watchlist lab-ed2k (ed2k links): {state}, {r.items} records")
     files = [Ed2kFile(f.ed2k, f.size) for f in mule.files.values() if f.watched]
-    # The lab knows each peer's user hash, as a server's or Kad's source list would tell it:
-    # the one that requires obfuscation can only be asked with it.
-    peers = [Ed2kPeer(p.ip, p.tcp_port, p.user_hash) for p in mule.peers]
+    # The sensor is given the server only: it learns the peers, and the user hash that the
+    # peer requiring obfuscation needs, from the server's source lists (FOUNDSOURCES_OBFU).
+    expected = {f.ed2k: len(mule.sharing(k)) for k, f in mule.files.items() if f.watched}
+    offered = ed2k_server.wait_offered(expected, 60.0)
+    out.print(
+        f"  lab eD2k server {ed2k_server.host}:{ed2k_server.port}: "
+        f"{len(ed2k_server.logged_in() & {p.ip for p in mule.peers})} of {len(mule.peers)} "
+        "aMule peers logged in; watched files offered by "
+        f"{sum(offered.values())} (peer, file) pairs"
+    )
     identity = ClientIdentity(
         load_user_hash(app.settings.keys_dir), client_id=0, supports_crypt=True
     )
     config = Ed2kSweepConfig(Ed2kProbeConfig(identity, bind_ip=sensor_ip))
-    stats = asyncio.run(Ed2kSweep(config, app.evidence, EgressPolicy()).sweep(peers, files))
+    server = Ed2kServer(ed2k_server.host, ed2k_server.port)
+    stats = asyncio.run(Ed2kSweep(config, app.evidence, EgressPolicy()).sweep([], files, [server]))
     sharing = {
         (p.ip, p.tcp_port) for p in mule.peers for key in p.shares if mule.files[key].watched
     }
     proven = {peer for found in stats.per_file.values() for peer in found}
     out.print(
-        f"  {stats.probes} probes: {stats.proven} possessions proven, {stats.no_file} "
-        f"'no such file' answers, {stats.failed} failed; aMule peers sharing watched files: "
-        f"{len(sharing)}, proven: {len(proven & sharing)}; others proven: {len(proven - sharing)}"
+        f"  {stats.claims} server claims, {stats.probes} probes: {stats.proven} possessions "
+        f"proven, {stats.no_file} 'no such file' answers, {stats.failed} failed; aMule peers "
+        f"sharing watched files: {len(sharing)}, proven: {len(proven & sharing)}; others "
+        f"proven: {len(proven - sharing)}"
     )
 
 

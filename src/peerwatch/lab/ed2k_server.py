@@ -43,9 +43,12 @@ import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from peerwatch.lab import amule
 from peerwatch.protocols.bittorrent.mse import Rc4
@@ -54,6 +57,8 @@ from peerwatch.protocols.ed2k.framing import FramingError, Protocol
 from peerwatch.protocols.ed2k.obfuscation import MAGIC_REQUESTER, MAGIC_SERVER, MAGIC_SYNC
 from peerwatch.protocols.ed2k.tags import Tag
 from peerwatch.protocols.ed2k.wire import Ed2kError, text
+
+T = TypeVar("T")
 
 LAB_SERVER_FLAGS = (
     s.SRV_TCPFLG_COMPRESSION
@@ -580,3 +585,75 @@ class ServerAmuleLab(amule.AmuleLab):
             return []
         words = ("server", "Server", "clientid", "Low-ID", "Connect")
         return [line for line in lines if any(w in line for w in words)]
+
+
+class BackgroundLabServer:
+    """A `LabEd2kServer` on an event loop of its own thread, for synchronous callers (the demo,
+    test fixtures): ``with BackgroundLabServer(config) as bg: ... bg.port ...``."""
+
+    def __init__(self, config: LabServerConfig | None = None) -> None:
+        self.server = LabEd2kServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="lab-ed2k-server", daemon=True
+        )
+
+    @property
+    def host(self) -> str:
+        return self.server.config.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run `coro` on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.call(self.server.start(), 10.0)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.call(self.server.stop(), 10.0)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10.0)
+            self._loop.close()
+
+    def offered(self, file_hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """How many logged-in clients offer each file right now."""
+
+        async def counts() -> dict[bytes, int]:
+            files = self.server.files
+            return {h: len(files[h].offered_by) if h in files else 0 for h in file_hashes}
+
+        return self.call(counts())
+
+    def logged_in(self) -> set[str]:
+        """The addresses of the clients that logged in so far."""
+
+        async def ips() -> set[str]:
+            return {x.ip for x in self.server.logins}
+
+        return self.call(ips())
+
+    def wait_offered(self, expected: dict[bytes, int], timeout: float) -> dict[bytes, int]:
+        """Poll until each file is offered by `expected[hash]` clients, or `timeout` seconds;
+        returns the last counts (real clients offer a little after their login)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.offered(expected)
+            if all(now[h] >= n for h, n in expected.items()) or time.monotonic() >= deadline:
+                return now
+            time.sleep(0.2)
+
+    def __enter__(self) -> BackgroundLabServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
