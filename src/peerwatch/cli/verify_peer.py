@@ -1,4 +1,6 @@
-"""`peerwatch verify-peer IP:PORT INFOHASH`: single-source download with every piece checked."""
+"""`peerwatch verify-peer IP:PORT INFOHASH` (BitTorrent) and `peerwatch verify-peer
+ed2k://[USERHASH@]IP:PORT HASH|LINK` (eD2k): single-source download with every piece or part
+checked."""
 
 from __future__ import annotations
 
@@ -11,7 +13,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from peerwatch.app import App
 from peerwatch.cli.context import app_of, err, out
+from peerwatch.errors import InputError
+from peerwatch.protocols.ed2k.client import ClientIdentity
+from peerwatch.sensors.ed2k import load_user_hash
+from peerwatch.sensors.ed2k_verify import (
+    Ed2kVerifyReport,
+    complete_wanted,
+    is_ed2k_target,
+    parse_ed2k_file,
+    parse_ed2k_target,
+    verify_ed2k_peer,
+)
 from peerwatch.sensors.verify_peer import (
     VerifyReport,
     load_torrent,
@@ -21,27 +35,54 @@ from peerwatch.sensors.verify_peer import (
 from peerwatch.sensors.verify_peer import (
     verify_peer as run_verify,
 )
+from peerwatch.transport.ed2k_download import Ed2kDownloadConfig
+from peerwatch.transport.ed2k_probe import Ed2kProbeConfig
 from peerwatch.transport.piece_download import DownloadConfig
 
 
-def _pieces(value: str) -> int | None:
+def _pieces(value: str, option: str = "--pieces") -> int | None:
     if value.strip().lower() == "all":
         return None
     if not value.strip().isdigit() or int(value) < 1:
-        raise typer.BadParameter(f"--pieces must be 'all' or a positive number, not {value!r}")
+        raise typer.BadParameter(f"{option} must be 'all' or a positive number, not {value!r}")
     return int(value)
 
 
 def verify_peer(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="The one peer to download from: IP:PORT.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="The one peer to download from: IP:PORT (BitTorrent) or "
+            "ed2k://[USERHASH@]IP:PORT (eD2k; the user hash lets the stream be obfuscated)."
+        ),
+    ],
     infohash: Annotated[
-        str, typer.Argument(help="Infohash: 40 hex digits (v1 or truncated v2) or 64 (v2).")
+        str,
+        typer.Argument(
+            help="Infohash: 40 hex digits (v1 or truncated v2) or 64 (v2); for an ed2k:// "
+            "target, the eD2k hash (32 hex digits) or an ed2k://|file|...|/ link.",
+            metavar="HASH",
+        ),
     ],
     pieces: Annotated[
         str,
         typer.Option(help="How many of the pieces the peer announces to fetch: N or 'all'."),
     ] = "all",
+    parts: Annotated[
+        str | None,
+        typer.Option(
+            help="eD2k: how many of the parts the peer holds to fetch, first ones first: N or "
+            "'all' [default: all].",
+            show_default=False,
+        ),
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option(
+            help="Local IP to connect from [default: chosen by the system].", show_default=False
+        ),
+    ] = None,
     keep_content: Annotated[
         Path | None,
         typer.Option(
@@ -60,12 +101,18 @@ def verify_peer(
         ),
     ] = None,
 ) -> None:
-    """Download pieces from ONE peer only and check each against the metainfo.
+    """Download pieces (eD2k: parts) from ONE peer only and check each one.
 
     Every checked piece is recorded in the evidence log (method piece-verified): outcome
-    'possession' when it hashed right, 'piece-failed' when not. Exit status 0 when at least one
-    piece verified, 1 otherwise. Only loopback addresses are contacted.
+    'possession' when it hashed right, 'piece-failed' when not. eD2k parts are checked with MD4
+    against the peer's hashset, itself checked against the file hash. Exit status 0 when at least
+    one piece verified, 1 otherwise. Only loopback addresses are contacted.
     """
+    if is_ed2k_target(target):
+        _verify_ed2k(app_of(ctx), target, infohash, parts or pieces, keep_content, torrent, bind)
+        return
+    if parts is not None:
+        raise InputError("--parts is for ed2k:// targets; use --pieces", source="command line")
     ip, port = parse_target(target)
     wanted = parse_infohash(infohash)
     limit = _pieces(pieces)
@@ -73,7 +120,7 @@ def verify_peer(
     app = app_of(ctx)
     if keep_content is not None:
         err.print(f"[yellow]keeping content:[/] verified files go to {escape(str(keep_content))}")
-    config = DownloadConfig(peer_id=b"-PW0010-" + secrets.token_hex(6).encode())
+    config = DownloadConfig(peer_id=b"-PW0010-" + secrets.token_hex(6).encode(), bind_ip=bind)
     report = asyncio.run(
         run_verify(
             ip,
@@ -90,6 +137,103 @@ def verify_peer(
     _render(report)
     if report.download.verified == 0:
         raise typer.Exit(1)
+
+
+def _verify_ed2k(
+    app: App,
+    target: str,
+    hash_text: str,
+    parts: str,
+    keep_content: Path | None,
+    torrent: Path | None,
+    bind: str | None,
+) -> None:
+    if torrent is not None:
+        raise InputError("--torrent is for BitTorrent targets", source="command line")
+    peer = parse_ed2k_target(target)
+    wanted = complete_wanted(parse_ed2k_file(hash_text), app.watchlist)
+    limit = _pieces(parts, "--parts")
+    if keep_content is not None:
+        err.print(f"[yellow]keeping content:[/] verified files go to {escape(str(keep_content))}")
+    # The sensor's one stable user hash, as `sense ed2k` uses: aMule bans, for hours, an
+    # address that shows a second one.
+    identity = ClientIdentity(
+        load_user_hash(app.settings.keys_dir), client_id=0, supports_crypt=True
+    )
+    config = Ed2kDownloadConfig(Ed2kProbeConfig(identity, bind_ip=bind))
+    report = asyncio.run(
+        verify_ed2k_peer(
+            peer,
+            wanted,
+            config,
+            parts=limit,
+            keep_content=keep_content,
+            watchlist=app.watchlist,
+        )
+    )
+    app.evidence.append(report.observations)
+    _render_ed2k(report)
+    if report.download.verified == 0:
+        raise typer.Exit(1)
+
+
+def _render_ed2k(report: Ed2kVerifyReport) -> None:
+    r = report.download
+    table = Table("", "", show_header=False, box=None)
+    table.add_row("peer", f"{r.ip}:{r.port}" + (" (obfuscated)" if r.obfuscated else ""))
+    table.add_row("user hash", r.hello.user_hash.hex() if r.hello is not None else "-")
+    table.add_row("file", report.content_key + f" ({r.file_size:,} bytes)")
+    table.add_row("client", escape(report.observations[-1].client or "-"))
+    table.add_row("outcome", f"{r.outcome}: {escape(r.detail)}")
+    table.add_row(
+        "parts held",
+        "-" if r.parts_held is None else f"{r.parts_held} / {r.part_count}",
+    )
+    table.add_row(
+        "upload",
+        ("accepted" if r.upload_accepted else "not accepted")
+        + (f", queue rank {r.queue_rank}" if r.queue_rank is not None else ""),
+    )
+    table.add_row(
+        "hashset",
+        {
+            None: "not needed (one part: the file hash is the part hash)",
+            True: "matches the file hash",
+            False: "does not match the file hash",
+        }[r.hashset_verified],
+    )
+    table.add_row("AICH", report.aich)
+    table.add_row(
+        "parts",
+        f"[green]{r.verified} verified[/], "
+        + (f"[red]{r.failed} failed[/]" if r.failed else "0 failed")
+        + f", {r.not_held} not held (not requested), {r.not_served} not served",
+    )
+    table.add_row(
+        "content",
+        "hashed and discarded"
+        if report.keep_content is None
+        else (
+            f"kept under {escape(str(report.kept.written))}"
+            if report.kept is not None
+            else escape(report.not_kept or "not kept")
+        ),
+    )
+    table.add_row("evidence", f"{len(report.observations)} observations recorded")
+    out.print(table)
+    for m in report.file_matches:
+        out.print(f"[bold]watchlist:[/] eD2k hash on list {escape(m.list_name)} v{m.list_version}")
+    if report.kept is not None:
+        files = Table("file", "bytes", "SHA-256", "watchlist")
+        f = report.kept
+        lists = ", ".join(sorted({m.list_name for m in f.matches}))
+        files.add_row(
+            escape(f.torrent_path),
+            f"{f.length:,}",
+            f.sha256,
+            f"[bold red]MATCH[/] {escape(lists)}" if lists else "-",
+        )
+        out.print(files)
 
 
 def _render(report: VerifyReport) -> None:

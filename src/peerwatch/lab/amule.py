@@ -175,8 +175,12 @@ def _conf(peer: AmulePeer) -> str:
     # aMule's EC password is stored as its MD5 (hex); EC is on but nothing here uses it.
     ec_password = hashlib.md5(b"peerwatch-lab", usedforsecurity=False).hexdigest()
     required = int(peer.requires_obfuscation)
+    # MaxUpload: a fixed limit (KiB/s). With 0 (unlimited, aMule's default) aMule 2.3.3 allows
+    # "current upload rate + 5 KiB/s" (UploadBandwidthThrottler.cpp) and starts near 5 KiB/s, so
+    # verify-peer would take many minutes for the 25 MB file (docs/ed2k-verify.md).
     return f"""[eMule]
 AppVersion=2.3.3
+MaxUpload=60000
 Nick=peerwatch-lab-{peer.name}
 Port={peer.tcp_port}
 UDPPort={peer.udp_port}

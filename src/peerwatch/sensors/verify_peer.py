@@ -160,7 +160,7 @@ def content_key(meta: Metainfo | None, wanted: TorrentId) -> str:
 # --- keeping content (only when asked) ----------------------------------------------------------
 
 
-def _safe_parts(path: tuple[str, ...]) -> tuple[str, ...] | None:
+def safe_path_parts(path: tuple[str, ...]) -> tuple[str, ...] | None:
     """The path's components if none can leave the folder (metadata may come from the peer)."""
     for part in path:
         if part in ("", ".", "..") or any(c in part for c in "/\\\0") or ":" in part[:2]:
@@ -186,7 +186,7 @@ class _ContentWriter:
         end = start + len(data)
         for n, span in enumerate(plan.files):
             lo, hi = max(start, span.offset), min(end, span.offset + span.length)
-            if lo >= hi or _safe_parts(span.path) is None:
+            if lo >= hi or safe_path_parts(span.path) is None:
                 continue
             f = self._file(n, span)
             f.seek(lo - span.offset)
@@ -216,7 +216,7 @@ class _ContentWriter:
             name = "/".join(span.path)
             part = self._part_path(span)
             complete = all(i in self.ok for i in plan.pieces_of(span))
-            if _safe_parts(span.path) is None:
+            if safe_path_parts(span.path) is None:
                 not_kept.append(f"{name} (unsafe path)")
                 continue
             if not complete or n not in self._open:
@@ -225,11 +225,11 @@ class _ContentWriter:
                 continue
             final = self.root.joinpath(*span.path)
             part.replace(final)
-            kept.append(_hash_file(final, name, span.length, matcher))
+            kept.append(hash_kept_file(final, name, span.length, matcher))
         return kept, not_kept
 
 
-def _hash_file(path: Path, name: str, length: int, matcher: Matcher | None) -> KeptFile:
+def hash_kept_file(path: Path, name: str, length: int, matcher: Matcher | None) -> KeptFile:
     md5 = hashlib.md5(usedforsecurity=False)
     sha1 = hashlib.sha1(usedforsecurity=False)
     sha256 = hashlib.sha256()

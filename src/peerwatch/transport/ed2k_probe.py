@@ -102,7 +102,7 @@ class _Attempt:
     closed_early: bool = False  # the peer hung up before its HELLOANSWER
 
 
-def _modes(config: Ed2kProbeConfig, user_hash: bytes | None) -> list[bool]:
+def obfuscation_modes(config: Ed2kProbeConfig, user_hash: bytes | None) -> list[bool]:
     if config.obfuscation == "plain":
         return [False]
     if config.obfuscation == "obfuscated":
@@ -128,7 +128,7 @@ async def probe_ed2k(
     exchange = Exchange()
     attempt = _Attempt("not-tried", "obfuscation was required but no user hash is known")
     details = []
-    for obfuscated in _modes(config, user_hash):
+    for obfuscated in obfuscation_modes(config, user_hash):
         attempt = await _attempt(
             ip, port, file_hash, config, file_size, user_hash if obfuscated else None, exchange
         )

@@ -51,6 +51,13 @@ class ListInfo:
     default_category: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Ed2kEntry:
+    size: int | None
+    name: str | None
+    aich: str | None  # base32, as in the link
+
+
 @dataclass(frozen=True)
 class Match:
     query: Digest
@@ -349,6 +356,33 @@ class WatchlistStore:
                         )
                     )
         return out
+
+    def ed2k_entry(self, file_hash: bytes) -> Ed2kEntry:
+        """What the active lists say of one eD2k file: its size, name and AICH master hash
+        (`aich` attribute of an ed2k link's `h=`), each from the first entry that gives it."""
+        h, i = watch_hashes.c, watch_items.c
+        query = (
+            select(i.size, i.name, i.attributes)
+            .select_from(self._active_hashes())
+            .where(
+                and_(
+                    h.value == file_hash,
+                    h.kind.in_((HashKind.ED2K.value, HashKind.MD5_OR_ED2K.value)),
+                )
+            )
+            .order_by(i.size.is_(None), i.id)
+        )
+        size: int | None = None
+        name: str | None = None
+        aich: str | None = None
+        with self._engine.connect() as conn:
+            for row in conn.execute(query):
+                size = size if size is not None else row.size
+                name = name if name is not None else row.name
+                if aich is None and row.attributes:
+                    value = json.loads(row.attributes).get("aich")
+                    aich = value if isinstance(value, str) else None
+        return Ed2kEntry(size, name, aich)
 
     def watched_torrents(self) -> list[WatchedTorrent]:
         """Every torrent the active lists watch, once each: from .torrent files (with trackers and

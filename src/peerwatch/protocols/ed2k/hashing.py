@@ -52,13 +52,13 @@ EMPTY_MD4 = bytes.fromhex("31d6cfe0d16ae931b73c59d7e0c089c0")  # MD4(b""), RFC 1
 _READ_SIZE = 1 << 20
 
 
-def _new_md4() -> MD4.MD4Hash:
+def new_md4() -> MD4.MD4Hash:
     # MD4 is broken for security; eD2k defines its file identity with it, so there is no choice.
     return MD4.new()  # noqa: S303
 
 
 def md4(data: bytes) -> bytes:
-    h = _new_md4()
+    h = new_md4()
     h.update(data)
     return bytes(h.digest())
 
@@ -112,7 +112,7 @@ class Ed2kHasher:
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
-        self._current = _new_md4()
+        self._current = new_md4()
         self._in_part = 0
         self._size = 0
 
@@ -126,7 +126,7 @@ class Ed2kHasher:
             view = view[take:]
             if self._in_part == PART_SIZE:
                 self._parts.append(bytes(self._current.digest()))
-                self._current = _new_md4()
+                self._current = new_md4()
                 self._in_part = 0
 
     def digest(self) -> Ed2kDigest:
