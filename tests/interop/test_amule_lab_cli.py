@@ -21,10 +21,11 @@ def test_lab_up_status_down_with_amule_peers(
     base = ["--home", str(home), "lab"]
     assert run([*base, "up", "--peers", "0", "--amule", "2", "--dir", str(folder)]) == 0
     state = json.loads((folder / "amule" / amule.STATE_FILE).read_text())
-    pids = [p["pid"] for p in state["peers"]]
+    pids = [p["pid"] for p in state["peers"]] + [state["services"]["ed2k-server"]]
     try:
         up = capsys.readouterr().out
         assert "2 aMule peers on 127.0.15.1-2" in up
+        assert "logged into the lab eD2k server 127.0.15.240:4661" in up
         assert str(folder / "amule" / "watchlist-ed2k.txt") in up
         # The daemons outlive the command that started them.
         assert all(amule.pid_running(pid) for pid in pids)
@@ -37,9 +38,19 @@ def test_lab_up_status_down_with_amule_peers(
         for p in state["peers"]:
             assert p["user_hash"] in status and f"{p['ip']}:{p['tcp_port']}" in status
         assert "obfuscation" not in status  # roles 0 and 1: multi, exact
+        assert "lab eD2k server 127.0.15.240:4661: running" in status
+
+        # The sensor finds both peers through the lab server alone, and proves them.
+        assert run(["--home", str(home), "watchlist", "import", state["watchlist"]]) == 0
+        sense = ["--home", str(home), "sense", "ed2k", "--bind", "127.0.15.200"]
+        assert run([*sense, "--server", "127.0.15.240:4661"]) == 0
+        found = capsys.readouterr().out
+        assert "servers: 1 asked" in found
+        for p in state["peers"]:
+            assert f"{p['ip']}:{p['tcp_port']}" in found  # proven: listed under possession
     finally:
         assert run([*base, "down", "--dir", str(folder)]) == 0
-    assert "stopped 2 lab processes" in capsys.readouterr().out
+    assert "stopped 3 lab processes" in capsys.readouterr().out
     assert not any(amule.pid_running(pid) for pid in pids)
     assert not (folder / "amule" / amule.STATE_FILE).exists()
     assert run([*base, "status", "--dir", str(folder)]) == 1

@@ -109,7 +109,8 @@ def test_amuled_logs_into_the_lab_server_and_offers_its_files(server_lab: Server
     assert counts == per_file
     assert faults == []
     by_ip = {ip: (cid, port, flags, obfuscated) for ip, cid, port, flags, obfuscated in logins}
-    assert sorted(by_ip) == sorted(p.ip for p in lab.peers)
+    # the peers, and the lab's own readiness check (it asks the server to list every peer)
+    assert sorted(by_ip) == sorted([*(p.ip for p in lab.peers), lab.check_ip])
     for p in lab.peers:
         cid, port, flags, obfuscated = by_ip[p.ip]
         assert cid == s.ip_to_id(p.ip) and not s.is_low_id(cid)  # its high id: its address

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +16,7 @@ from rich.table import Table
 
 from peerwatch.cli.context import app_of, err, out
 from peerwatch.lab import amule
+from peerwatch.lab.ed2k_server import LAB_SERVER_PORT
 from peerwatch.lab.swarm import Lab, LabError, stop_from_state
 
 cli = typer.Typer(
@@ -62,19 +68,25 @@ def up(
         )
         out.print(f"watchlist of its watched torrents: {folder / 'watchlist.txt'}")
     if amule_peers:
-        mule = amule.AmuleLab(folder / "amule", peers=amule_peers)
+        (folder / "amule").mkdir(parents=True, exist_ok=True)
+        host, port = f"{amule.BASE_NET}240", LAB_SERVER_PORT
+        server = _start_ed2k_server(folder / "amule", host, port)
+        mule = amule.AmuleLab(folder / "amule", peers=amule_peers, ed2k_server=(host, port))
         err.print(f"starting {amule_peers} amuled peers (they hash their files first) ...")
         try:
             mule.start()
         except BaseException:
+            server.terminate()
+            server.wait(10)
             if peers:
                 stop_from_state(folder)
             raise
-        mule.detach()
+        mule.detach({"ed2k-server": server.pid})
         out.print(
             f"{amule_peers} aMule peers on {mule.net}1-{amule_peers} (TCP "
-            f"{mule.peers[0].tcp_port}-{mule.peers[-1].tcp_port}); probe them from "
-            f"{mule.sensor_ip}"
+            f"{mule.peers[0].tcp_port}-{mule.peers[-1].tcp_port}), logged into the lab eD2k "
+            f"server {host}:{port}; probe them from {mule.sensor_ip}, e.g. "
+            f"sense ed2k --bind {mule.sensor_ip} --server {host}:{port}"
         )
         out.print(f"watchlist of its watched eD2k files: {mule.watchlist}")
 
@@ -121,6 +133,38 @@ def status(
     out.print(table)
 
 
+def _start_ed2k_server(folder: Path, host: str, port: int) -> subprocess.Popen[bytes]:
+    """The lab eD2k server as a process of its own (it outlives this command, like the peers)."""
+    with (folder / "ed2k-server.out").open("wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
+            [
+                sys.executable,
+                "-m",
+                "peerwatch.lab.ed2k_server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(
+                f"the lab eD2k server exited with {proc.returncode}: "
+                + (folder / "ed2k-server.out").read_text(errors="replace").strip()[-300:]
+            )
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise LabError(f"the lab eD2k server did not listen on {host}:{port} in 15 s")
+
+
 def _amule_table(state: dict[str, object]) -> None:
     table = Table("aMule peer", "address", "role", "user hash", "shares", "running")
     peers = state.get("peers")
@@ -135,3 +179,10 @@ def _amule_table(state: dict[str, object]) -> None:
             "yes" if alive else "[red]no[/]",
         )
     out.print(table)
+    services = state.get("services")
+    if isinstance(services, dict) and "ed2k-server" in services:
+        alive = amule.pid_running(int(services["ed2k-server"]))
+        out.print(
+            f"lab eD2k server {state.get('ed2k_server')}: "
+            + ("running" if alive else "[red]not running[/]")
+        )

@@ -357,6 +357,8 @@ class AmuleLab:
             deadline = time.monotonic() + self.startup_timeout
             for peer in self.peers:
                 self._wait_ready(peer, deadline)
+            if self.ed2k_server is not None:
+                self._wait_listed(deadline)
         except BaseException:
             self.stop()
             raise
@@ -450,6 +452,34 @@ class AmuleLab:
 
         return all(outcome == "possession" for outcome in asyncio.run(probe_all()))
 
+    def _wait_listed(self, deadline: float) -> None:
+        """Until the eD2k server lists every peer as a source of every file it shares (peers
+        log in and offer their files a little after they are ready), asked from the check
+        address like the readiness probes."""
+        from peerwatch.protocols.ed2k.server import FileQuery  # the server lab builds on this
+        from peerwatch.transport.ed2k_server import Ed2kServerConfig, query_server
+
+        assert self.ed2k_server is not None
+        host, port = self.ed2k_server
+        expected = {key: {(p.ip, p.tcp_port) for p in self.sharing(key)} for key in self.files}
+        queries = [FileQuery(self.files[k].ed2k, self.files[k].size) for k in expected]
+        config = Ed2kServerConfig(
+            CHECK_USER_HASH, name="peerwatch-lab-check", bind_ip=self.check_ip, timeout=10.0
+        )
+        missing = "no answer yet"
+        while time.monotonic() < deadline:
+            result = asyncio.run(query_server(host, port, queries, config))
+            listed = {
+                a.file_hash: {(x.ip, x.port) for x in a.sources if x.ip is not None}
+                for a in result.files
+            }
+            gaps = {k: want - listed.get(self.files[k].ed2k, set()) for k, want in expected.items()}
+            if not any(gaps.values()):
+                return
+            missing = ", ".join(f"{k}: {sorted(g)}" for k, g in gaps.items() if g)
+            time.sleep(0.5)
+        raise AmuleLabError(f"the eD2k server {host}:{port} does not list every peer: {missing}")
+
     def stop(self) -> None:
         """SIGTERM every daemon (amuled shuts down cleanly on it), SIGKILL any left after 15 s."""
         for proc in self._procs.values():
@@ -467,11 +497,16 @@ class AmuleLab:
     def running(self) -> list[str]:
         return [name for name, p in self._procs.items() if p.poll() is None]
 
-    def detach(self) -> Path:
+    def detach(self, services: dict[str, int] | None = None) -> Path:
         """Leave the daemons running after this process exits (`peerwatch lab up --amule N`):
-        write `amule.json` (their pids and what each peer is, for `lab status` and `lab down`)
-        and forget them. Returns the state file."""
+        write `amule.json` (their pids and what each peer is, for `lab status` and `lab down`,
+        plus the pids of `services` started with them, such as the lab eD2k server) and forget
+        them. Returns the state file."""
         state = {
+            "services": dict(services or {}),
+            "ed2k_server": (
+                f"{self.ed2k_server[0]}:{self.ed2k_server[1]}" if self.ed2k_server else None
+            ),
             "peers": [
                 {
                     "name": p.name,
@@ -524,6 +559,9 @@ def stop_from_state(folder: Path, grace: float = 15.0) -> int:
         return 0
     peers = state.get("peers")
     pids = [int(p["pid"]) for p in peers if isinstance(p, dict)] if isinstance(peers, list) else []
+    services = state.get("services")
+    if isinstance(services, dict):
+        pids += [int(pid) for pid in services.values()]
     signalled = []
     for pid in pids:
         try:

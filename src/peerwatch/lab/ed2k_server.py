@@ -657,3 +657,36 @@ class BackgroundLabServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+LAB_SERVER_PORT = 4661  # the usual eD2k server port (aMule's server.met examples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m peerwatch.lab.ed2k_server --host 127.0.15.240 --port 4661``: run the lab's eD2k
+    server until SIGTERM or SIGINT (`peerwatch lab up --amule N` starts it this way)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="The peerwatch lab's eD2k server (loopback).")
+    parser.add_argument("--host", default=f"{amule.BASE_NET}240")
+    parser.add_argument("--port", type=int, default=LAB_SERVER_PORT)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        server = LabEd2kServer(LabServerConfig(host=args.host, port=args.port))
+        await server.start()
+        print(f"lab eD2k server listening on {args.host}:{server.port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
