@@ -298,8 +298,21 @@ class LeakyStore:
         jurisdiction: str | None = None,
         unit: str | None = None,
         units: Collection[str] | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[TargetSummary]:
         return self.rows
+
+    def count_ranked(
+        self,
+        *,
+        jurisdiction: str | None = None,
+        unit: str | None = None,
+        units: Collection[str] | None = None,
+        state: str | None = None,
+    ) -> int:
+        return len(self.rows)
 
     def get(self, target_id: int, /) -> TargetSummary:
         return next(r for r in self.rows if r.id == target_id)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
@@ -73,6 +74,11 @@ class AuditLog:
         self._engine = engine
         self._writer = writer(engine)
         self._clock_ms = clock_ms
+
+    def now_ms(self) -> int:
+        """The log's clock: the time an entry appended now would carry (the web app shows when
+        the chain was last fully verified in that time)."""
+        return self._clock_ms()
 
     def append(
         self,
@@ -170,15 +176,23 @@ class AuditLog:
         for entry, _ok in self._iter_rows(batch):
             yield entry
 
-    def _iter_rows(self, batch: int) -> Iterator[tuple[AuditEntry, bool]]:
+    def _iter_rows(
+        self, batch: int, after: int = 0
+    ) -> Generator[tuple[AuditEntry, bool], None, None]:
+        query = select(audit_log).order_by(audit_log.c.seq)
+        if after:
+            query = query.where(audit_log.c.seq > after)
         with self._engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-                select(audit_log).order_by(audit_log.c.seq)
-            )
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
             for row in result:
                 yield _entry(row)
 
-    def verify(self, *, anchor: tuple[int, bytes] | None = None) -> AuditReport:
+    def verify(
+        self,
+        *,
+        anchor: tuple[int, bytes] | None = None,
+        since: tuple[int, bytes] | None = None,
+    ) -> AuditReport:
         """Check every entry against the chain; problems in sequence order, the first one is the
         entry that was changed, removed or moved.
 
@@ -186,17 +200,76 @@ class AuditLog:
         reported alone rather than with every entry after it. `anchor` is a (seq, link) pair noted
         earlier (printed by `audit show` and `audit verify`): it proves that entries up to there
         were not removed from the end and that the whole chain was not rebuilt.
+
+        `since` is the head (seq, link) of an earlier verification that passed: only the entries
+        after it are checked (`checked` counts them), chained from its link, once its own entry
+        is confirmed still there, unchanged, with that link (it and the entry before it are read).
+        Should it not be, the whole chain is checked instead and the report says so, which
+        catches a rewrite that reached the head and a truncation below it. Other entries before
+        the head are not re-read, so a change there shows only in a full check: the web app's
+        auditor page checks incrementally on each load and fully on request; `peerwatch audit
+        verify` always checks fully.
         """
-        report = AuditReport()
-        prev_link = GENESIS_LINK
-        expected = 1
+        start, start_link = 0, GENESIS_LINK
+        # An anchor inside the part verified earlier was not compared then: check all.
+        if since is not None and (anchor is None or anchor[0] > since[0]):
+            start, start_link = since
+        if start > 0:
+            found = self._link_if_intact(start)
+            if found != start_link:
+                # The entry verified earlier was changed, moved or removed: check everything, so
+                # that the report names what happened, and say that the earlier head is gone.
+                report = self.verify(anchor=anchor)
+                what = "is gone or no longer chains" if found is None else "has another link"
+                report.problems.append(
+                    AuditProblem(
+                        start,
+                        "anchor",
+                        f"the entry verified earlier {what}: the log was changed, rewritten or "
+                        "truncated since",
+                    )
+                )
+                report.problems.sort(key=lambda p: p.seq)
+                return report
+        report = AuditReport(head_seq=start, head_link=start_link)
+        with closing(self._iter_rows(5000, after=start)) as rows:
+            self._check(rows, report, start_link, start + 1, anchor)
+        return report
+
+    def _link_if_intact(self, seq: int) -> bytes | None:
+        """The link of entry `seq` if it is there, readable and chains from the entry before it
+        (two rows read); None otherwise."""
+        c = audit_log.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_log).where(c.seq.in_([seq - 1, seq])).order_by(c.seq)
+            ).all()
+        entries = [_entry(r) for r in rows]
+        prev = GENESIS_LINK if seq == 1 else None
+        for entry, readable in entries:
+            if entry.seq == seq - 1 and readable:
+                prev = entry.link
+            elif entry.seq == seq and readable and prev is not None:
+                return entry.link if entry.next_link(prev) == entry.link else None
+        return None
+
+    @staticmethod
+    def _check(
+        rows: Iterator[tuple[AuditEntry, bool]],
+        report: AuditReport,
+        prev_link: bytes,
+        expected: int,
+        anchor: tuple[int, bytes] | None,
+    ) -> None:
         anchor_seen = False
-        for entry, readable in self._iter_rows(5000):
+        for entry, readable in rows:
             seq = entry.seq if entry.seq > 0 else expected  # an unreadable seq: where it sits
             if seq != expected:
-                first, last = expected, seq - 1
-                gap = f"entry {first}" if first == last else f"entries {first}..{last}"
-                report.problems.append(AuditProblem(first, "missing", f"{gap} missing (deleted)"))
+                first_gap, last = expected, seq - 1
+                gap = f"entry {first_gap}" if first_gap == last else f"entries {first_gap}..{last}"
+                report.problems.append(
+                    AuditProblem(first_gap, "missing", f"{gap} missing (deleted)")
+                )
             if not readable:
                 report.problems.append(
                     AuditProblem(
@@ -237,7 +310,6 @@ class AuditLog:
                 )
             )
         report.problems.sort(key=lambda p: p.seq)
-        return report
 
 
 def _blob(value: object) -> bytes:

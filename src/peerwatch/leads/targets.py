@@ -47,6 +47,7 @@ from peerwatch.leads.score import (
     components,
     score_sql,
 )
+from peerwatch.leads.workflow import LeadState
 from peerwatch.storage.database import writer
 from peerwatch.storage.schema import (
     evidence_records,
@@ -71,6 +72,7 @@ __all__ = [
     "TargetPlacement",
     "TargetStore",
     "TargetSummary",
+    "target_filter",
     "target_label",
 ]
 
@@ -300,6 +302,46 @@ _SUMMARY_COLUMNS = (
     "content_keys",
 )
 _NO_FLAGS: frozenset[str] = frozenset()
+
+
+#: The `state` filter of `TargetStore.ranked`: a lead state of `leads/workflow.py`, or "open"
+#: (every state but closed).
+OPEN_STATE = "open"
+LEAD_STATES = tuple(s.value for s in LeadState)
+
+
+def target_filter(
+    *,
+    jurisdiction: str | None = None,
+    unit: str | None = None,
+    units: Collection[str] | None = None,
+    state: str | None = None,
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a target listing over `targets LEFT JOIN lead_states`: the one
+    definition the ranked list, its count and the map share, so that the map's number for a
+    jurisdiction is the length of the list its link opens.
+
+    A target without a `lead_states` row was never touched: its lead is "new" (workflow.py).
+    `units` is the reader's scope: the targets routed to one of them and the leads one of them
+    holds (after a claim or a transfer; docs/operations.md, deconfliction)."""
+    t, ls = targets.c, lead_states.c
+    where: list[ColumnElement[bool]] = [t.observations > 0]
+    if jurisdiction is not None:
+        where.append(t.jurisdiction == jurisdiction)
+    if unit is not None:
+        where.append(t.unit == unit)
+    if units is not None:
+        where.append(or_(t.unit.in_(sorted(units)), ls.unit.in_(sorted(units))))
+    if state == OPEN_STATE:
+        where.append(or_(ls.state.is_(None), ls.state != LeadState.CLOSED.value))
+    elif state == LeadState.NEW.value:
+        where.append(or_(ls.state.is_(None), ls.state == LeadState.NEW.value))
+    elif state is not None:
+        if state not in LEAD_STATES:
+            choices = ", ".join((OPEN_STATE, *LEAD_STATES))
+            raise InputError(f"unknown lead state {state!r}: one of {choices}", field="state")
+        where.append(ls.state == state)
+    return where
 
 
 class TargetStore:
@@ -867,26 +909,33 @@ class TargetStore:
         unit: str | None = None,
         units: Collection[str] | None = None,
         as_of_ms: int | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[TargetSummary]:
         """Targets by score, highest first; ties by latest observation, then by id (lowest
         first), so the same data and `as_of_ms` always give the same order. Recency is measured
-        against `as_of_ms` (default: now)."""
+        against `as_of_ms` (default: now).
+
+        `state` narrows to one lead state, "open" (not closed) or None (any; `target_filter`).
+        `limit`/`offset` page through that order in the database (LIMIT/OFFSET): with the same
+        data and `as_of_ms`, consecutive pages neither repeat nor skip a target (the order is total
+        because it ends on the primary key). `count_ranked` counts the same rows."""
+        if (limit is not None and limit < 0) or offset < 0:
+            raise InputError("limit and offset cannot be negative", field="limit")
         as_of = self._clock_ms() if as_of_ms is None else as_of_ms
         t, ls = targets.c, lead_states.c
         points = score_sql(t, as_of, self.config.score).label("score")
         query = (
             select(*[t[name] for name in _SUMMARY_COLUMNS], points, ls.unit)
             .select_from(targets.outerjoin(lead_states, ls.target_id == t.id))
-            .where(t.observations > 0)
+            .where(*target_filter(jurisdiction=jurisdiction, unit=unit, units=units, state=state))
             .order_by(points.desc(), t.last_ms.desc(), t.id)
         )
-        if jurisdiction is not None:
-            query = query.where(t.jurisdiction == jurisdiction)
-        if unit is not None:
-            query = query.where(t.unit == unit)
-        if units is not None:
-            # A unit reads the targets routed to it and the leads it holds (after a transfer).
-            query = query.where(or_(t.unit.in_(sorted(units)), ls.unit.in_(sorted(units))))
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
         with self._engine.connect() as conn:
             # The database scores and sorts; this loop, once per target, only builds the summaries.
             return [
@@ -920,6 +969,24 @@ class TargetStore:
                     holder,
                 ) in conn.execute(query)
             ]
+
+    def count_ranked(
+        self,
+        *,
+        jurisdiction: str | None = None,
+        unit: str | None = None,
+        units: Collection[str] | None = None,
+        state: str | None = None,
+    ) -> int:
+        """How many targets `ranked` lists with the same filters (one COUNT in the database)."""
+        t, ls = targets.c, lead_states.c
+        query = (
+            select(func.count())
+            .select_from(targets.outerjoin(lead_states, ls.target_id == t.id))
+            .where(*target_filter(jurisdiction=jurisdiction, unit=unit, units=units, state=state))
+        )
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def get(self, target_id: int, *, as_of_ms: int | None = None) -> TargetSummary:
         """The target `target_id`; InputError naming it when there is none."""

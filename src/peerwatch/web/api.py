@@ -7,10 +7,12 @@ cookie, in which case calls that change something also send `X-CSRF-Token`.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
+from starlette.responses import Response
 
 from peerwatch.accounts import totp
 from peerwatch.accounts.password import PasswordConfig
@@ -20,7 +22,7 @@ from peerwatch.audit.entry import AuditEntry
 from peerwatch.leads.targets import TargetSummary
 from peerwatch.web.auth import Identity, current_identity, requires
 from peerwatch.web.context import web_context
-from peerwatch.web.scoped_targets import MAX_LISTED
+from peerwatch.web.scoped_targets import MAX_LISTED, MAX_OFFSET, StateFilter, store_state
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -116,12 +118,24 @@ class AuditProblemItem(BaseModel):
     message: str
 
 
+class LastFullCheck(BaseModel):
+    at_ms: int
+    ok: bool
+    checked: int = Field(description="Entries read.")
+    head_seq: int
+
+
 class AuditVerification(BaseModel):
     ok: bool
-    checked: int
+    checked: int = Field(description="Entries checked by this call.")
     head_seq: int
     head_link: str
     problems: list[AuditProblemItem]
+    full: bool = Field(description="This call checked the whole chain.")
+    since_seq: int = Field(description="Entries after this one were checked (0: all).")
+    last_full: LastFullCheck | None = Field(
+        description="The last full check of this server process; null before the first."
+    )
 
 
 class UserItem(BaseModel):
@@ -194,19 +208,61 @@ def me(identity: Annotated[Identity, Depends(current_identity)]) -> Me:
     )
 
 
-@router.get("/targets", responses=_ERRORS)
+_PAGE_HEADERS = {
+    "X-Total-Count": {
+        "description": "How many targets the filters select in the scope, on all pages.",
+        "schema": {"type": "integer"},
+    },
+    "Link": {
+        "description": 'RFC 8288 links to the previous and next pages (rel="prev", rel="next").',
+        "schema": {"type": "string"},
+    },
+}
+
+
+@router.get(
+    "/targets",
+    responses={**_ERRORS, 200: {"description": "One page of targets.", "headers": _PAGE_HEADERS}},
+)
 def targets(
     request: Request,
+    response: Response,
     identity: Annotated[Identity, Depends(requires(Permission.READ_TARGETS))],
     jurisdiction: _Code = None,
     unit: _Code = None,
+    state: Annotated[
+        StateFilter,
+        Query(description='Lead state: "open" (all but closed), "all", or one state.'),
+    ] = "all",
     limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = MAX_LISTED,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Targets to skip.")] = 0,
 ) -> list[Target]:
-    """Targets within the caller's scope, by score (each listing is audited)."""
-    rows = web_context(request).targets.ranked(
-        identity.actor, jurisdiction=jurisdiction, unit=unit, limit=limit
+    """Targets within the caller's scope, by score, one page at a time (each listing is
+    audited). The order is total (score, latest observation, id), so walking `offset` by `limit`
+    neither repeats nor skips a target while the data stay the same; `X-Total-Count` gives the
+    number on all pages and `Link` the neighbouring pages."""
+    page = web_context(request).targets.ranked(
+        identity.actor,
+        jurisdiction=jurisdiction,
+        unit=unit,
+        state=store_state(state),
+        limit=limit,
+        offset=offset,
     )
-    return [Target.of(r) for r in rows]
+    response.headers["X-Total-Count"] = str(page.total)
+    query = {
+        k: v
+        for k, v in {"jurisdiction": jurisdiction, "unit": unit, "state": state}.items()
+        if v is not None
+    }
+    links = [
+        f'<{request.url.path}?{urlencode({**query, "limit": limit, "offset": at})}>; rel="{rel}"'
+        for rel, at in (("prev", page.previous_offset), ("next", page.next_offset))
+        if at is not None
+    ]
+    if links:
+        response.headers["Link"] = ", ".join(links)
+    return [Target.of(r) for r in page.rows]
 
 
 @router.get("/targets/{target_id}", responses={**_ERRORS, 404: {"model": Problem}})
@@ -240,13 +296,23 @@ def audit_entries(
 def audit_verify(
     request: Request,
     identity: Annotated[Identity, Depends(requires(Permission.READ_AUDIT))],
+    full: Annotated[
+        bool, Query(description="Check the whole chain, not only the entries added since.")
+    ] = False,
 ) -> AuditVerification:
-    """Check the whole chain; the first problem is the entry changed, removed or moved."""
+    """Check the chain: the entries added since this server's last passing check (after
+    confirming that check's head entry is unchanged), or all of them with `full=true`. The
+    first problem is the entry changed, removed or moved."""
     ctx = web_context(request)
-    report = ctx.audit.verify()
+    status = ctx.chain.check(full=full)
+    report = status.report
     identity.actor.audit(
-        ctx.audit, "audit.verify", None, {"ok": report.ok, "checked": report.checked}
+        ctx.audit,
+        "audit.verify",
+        None,
+        {"ok": report.ok, "checked": report.checked, "full": status.full},
     )
+    last = status.last_full
     return AuditVerification(
         ok=report.ok,
         checked=report.checked,
@@ -255,6 +321,13 @@ def audit_verify(
         problems=[
             AuditProblemItem(seq=p.seq, kind=p.kind, message=p.message) for p in report.problems
         ],
+        full=status.full,
+        since_seq=status.since_seq,
+        last_full=None
+        if last is None
+        else LastFullCheck(
+            at_ms=last.at_ms, ok=last.ok, checked=last.checked, head_seq=last.head_seq
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from peerwatch.accounts.store import AccountStore
 from peerwatch.audit.log import AuditLog
+from peerwatch.web.audit_check import AuditChainCheck
 from peerwatch.web.scoped_targets import ScopedTargets
 from peerwatch.web.security import CookieConfig
 
@@ -26,6 +27,7 @@ class WebContext:
     targets: ScopedTargets
     config: WebConfig
     templates: Jinja2Templates
+    chain: AuditChainCheck  # the audit chain verified so far by this app (auditor page)
 
 
 def web_context(request: Request) -> WebContext:

@@ -2,10 +2,13 @@
 points when no jurisdiction map is configured (docs/webapp.md, "Map").
 
 Server-rendered inline SVG, no script and no tiles: nothing loads from anywhere (CSP default-src
-'self'). The counts are computed by the database with the scope in the query (`targets.unit IN
-(...)`, the rule `TargetStore.ranked(units=)` applies), so an investigator's map never counts
-another unit's targets: jurisdictions outside the scope are grey and carry no number. A row
-outside the scope coming back anyway fails the request closed (500, nothing shown).
+'self'). The counts are computed by the database with the scope and the lead state in the query,
+from the very clauses the leads list uses (`peerwatch.leads.targets.target_filter`: routed to a
+unit of the scope or held by one, lead not closed), so a jurisdiction's number is the length of
+the list its link opens (`/leads?jurisdiction=XX`, open leads by default) and an investigator's map
+never counts another unit's targets: jurisdictions outside the scope are grey and carry no number
+(unless the reader's unit holds a lead there). A row outside the scope coming back anyway fails
+the request closed (500, nothing shown).
 
 Projection: equirectangular with the longitude scaled by cos(mean latitude) of each panel. The
 largest group of neighbouring jurisdictions is the main panel; every jurisdiction far from it
@@ -29,11 +32,12 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field
 from shapely.geometry import shape  # type: ignore[import-untyped]
 from shapely.geometry.base import BaseGeometry  # type: ignore[import-untyped]
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
 from peerwatch.accounts.role import Permission, Scope
+from peerwatch.leads.targets import OPEN_STATE, target_filter
 from peerwatch.storage.schema import lead_states, targets
 from peerwatch.web.auth import Identity, requires
 from peerwatch.web.pages import render
@@ -97,11 +101,6 @@ class MapData:
     not_plotted: int  # points mode: open leads in the scope without a GeoIP position
 
 
-def _open() -> Any:
-    """A lead nobody touched (no row) or not closed."""
-    return or_(lead_states.c.state.is_(None), lead_states.c.state != "closed")
-
-
 class ScopedMap:
     """Counts and points of open leads, always within the reader's scope."""
 
@@ -110,14 +109,11 @@ class ScopedMap:
 
     def _query_open(self, scope: Scope, *columns: Any) -> Any:
         t = targets.c
-        query = (
+        return (
             select(*columns)
             .select_from(targets.outerjoin(lead_states, lead_states.c.target_id == t.id))
-            .where(and_(t.observations > 0, _open()))
+            .where(*target_filter(units=scope.units, state=OPEN_STATE))
         )
-        if scope.units is not None:
-            query = query.where(t.unit.in_(sorted(scope.units)))
-        return query
 
     def build(self, actor: Actor) -> MapData:
         scope = actor.principal.scope
@@ -144,12 +140,13 @@ class ScopedMap:
         t = targets.c
         counts: dict[str | None, int] = {}
         if scope.units is None or scope.units:  # an empty scope reads nothing
-            query = self._query_open(scope, t.jurisdiction, t.unit, func.count()).group_by(
-                t.jurisdiction, t.unit
+            holder = lead_states.c.unit
+            query = self._query_open(scope, t.jurisdiction, t.unit, holder, func.count()).group_by(
+                t.jurisdiction, t.unit, holder
             )
             with self._app.engine.connect() as conn:
-                for code, unit, n in conn.execute(query):
-                    if not scope.allows(unit):
+                for code, unit, held_by, n in conn.execute(query):
+                    if not _visible(scope, unit, held_by):
                         raise ScopeViolationError("the map query returned another unit's count")
                     counts[code] = counts.get(code, 0) + int(n)
         features = self._app.jurisdictions.feature_collection()["features"]
@@ -185,15 +182,21 @@ class ScopedMap:
         rows: list[Any] = []
         if scope.units is None or scope.units:
             query = self._query_open(
-                scope, t.id, t.place_ip, t.jurisdiction, t.unit, lead_states.c.state
+                scope,
+                t.id,
+                t.place_ip,
+                t.jurisdiction,
+                t.unit,
+                lead_states.c.state,
+                lead_states.c.unit,
             ).order_by(t.id)
             with self._app.engine.connect() as conn:
                 rows = list(conn.execute(query))
         points: list[TargetPoint] = []
         missing = 0
         enricher = self._app.enricher
-        for tid, ip, code, unit, state in rows:
-            if not scope.allows(unit):
+        for tid, ip, code, unit, state, held_by in rows:
+            if not _visible(scope, unit, held_by):
                 raise ScopeViolationError("the map query returned another unit's target")
             place = None if ip is None else enricher.place(ip)
             if place is None or place.latitude is None or place.longitude is None:
@@ -220,6 +223,11 @@ class ScopedMap:
             without_jurisdiction=sum(1 for r in rows if r[2] is None),
             not_plotted=missing + len(points) - len(shown),
         )
+
+
+def _visible(scope: Scope, unit: str | None, holder: str | None) -> bool:
+    """`scoped_targets.visible` on the columns of a row: routed to the scope or held by it."""
+    return scope.allows(unit) or (holder is not None and scope.allows(holder))
 
 
 # --- drawing ------------------------------------------------------------------------------------

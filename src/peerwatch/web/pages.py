@@ -7,6 +7,7 @@ Plain HTML forms, no script: nothing is loaded from anywhere but this server (CS
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Path, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -20,6 +21,14 @@ from peerwatch.errors import InputError
 from peerwatch.web.auth import CsrfError, Identity, identify, requires, session_token
 from peerwatch.web.context import WebContext, web_context
 from peerwatch.web.login import LoginFlow
+from peerwatch.web.scoped_targets import (
+    MAX_LISTED,
+    MAX_OFFSET,
+    PAGE_SIZE,
+    STATE_FILTERS,
+    StateFilter,
+    store_state,
+)
 from peerwatch.web.security import CSRF_FIELD, new_login_csrf, same, session_csrf
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -162,20 +171,58 @@ def leads(
     identity: Annotated[Identity, Depends(requires(Permission.READ_TARGETS))],
     jurisdiction: _Code = None,
     unit: _Code = None,
+    # Open leads unless asked otherwise: the work to do, and what the map counts, so that a
+    # jurisdiction's number on the map is the length of the list its link opens.
+    state: StateFilter = "open",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = PAGE_SIZE,
 ) -> Response:
     ctx = web_context(request)
-    rows = ctx.targets.ranked(identity.actor, jurisdiction=jurisdiction or None, unit=unit or None)
+    filters = {"jurisdiction": jurisdiction or "", "unit": unit or "", "state": state}
+    page = ctx.targets.ranked(
+        identity.actor,
+        jurisdiction=jurisdiction or None,
+        unit=unit or None,
+        state=store_state(state),
+        limit=limit,
+        offset=offset,
+    )
+
+    def url(**changes: Any) -> str:
+        return leads_url(**{**filters, "limit": limit, "offset": 0, **changes})
+
     return render(
         request,
         "leads.html",
         {
-            "rows": rows,
+            "page": page,
+            "rows": page.rows,
             "scope": identity.principal.scope.describe(),
-            "jurisdiction": jurisdiction or "",
-            "unit": unit or "",
+            **filters,
+            "limit": limit,
+            "page_size": PAGE_SIZE,
+            "previous_url": None
+            if page.previous_offset is None
+            else url(offset=page.previous_offset),
+            "next_url": None if page.next_offset is None else url(offset=page.next_offset),
+            "state_links": [(s, url(state=s)) for s in STATE_FILTERS],
         },
         identity=identity,
     )
+
+
+def leads_url(*, jurisdiction: str, unit: str, state: str, limit: int, offset: int) -> str:
+    """The list's address with these filters; defaults are left out, so that the map's
+    `/leads?jurisdiction=XX` is the address of the same list."""
+    query = {
+        "jurisdiction": jurisdiction,
+        "unit": unit,
+        "state": "" if state == "open" else state,
+        "offset": str(offset) if offset else "",
+        "limit": "" if limit == PAGE_SIZE else str(limit),
+    }
+    given = {k: v for k, v in query.items() if v}
+    return "/leads" + ("?" + urlencode(given) if given else "")
 
 
 @router.get("/leads/{target_id}")
@@ -253,13 +300,23 @@ def audit_page(
     request: Request,
     identity: Annotated[Identity, Depends(requires(Permission.READ_AUDIT))],
     limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    full: Annotated[bool, Query(description="Verify the whole chain, not only what is new.")] = (
+        False
+    ),
 ) -> Response:
     ctx = web_context(request)
-    identity.actor.audit(ctx.audit, "audit.view", None, {"limit": limit})
-    report = ctx.audit.verify()
+    identity.actor.audit(ctx.audit, "audit.view", None, {"limit": limit, "full": full})
+    # Only the entries added since this app's last passing check are verified on a load; the
+    # whole chain when asked (audit_check.py).
+    status = ctx.chain.check(full=full)
     return render(
         request,
         "audit.html",
-        {"entries": ctx.audit.latest(limit), "report": report},
+        {
+            "entries": ctx.audit.latest(limit),
+            "report": status.report,
+            "status": status,
+            "limit": limit,
+        },
         identity=identity,
     )

@@ -12,15 +12,30 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from peerwatch.accounts.role import Principal, Scope
+from peerwatch.audit.entry import AuditEntry
 from peerwatch.audit.log import AuditLog
 from peerwatch.errors import InputError, PeerwatchError
 from peerwatch.leads.targets import TargetSummary
 from peerwatch.leads.workflow import LeadError
 
-MAX_LISTED = 500  # targets per list page or API answer
+MAX_LISTED = 500  # targets per list page or API answer, at most
+PAGE_SIZE = 100  # targets per list page unless the reader asks for another size
+MAX_OFFSET = 1_000_000_000  # far beyond any installation; bounds what a request may ask
+
+#: The lead-state filter of the list and the API: "open" (every state but closed), "all", or one
+#: state of `peerwatch.leads.workflow.LeadState` (a test keeps the two in step).
+StateFilter = Literal[
+    "open", "all", "new", "claimed", "in-investigation", "requisition-sent", "closed"
+]
+STATE_FILTERS: tuple[str, ...] = get_args(StateFilter)
+
+
+def store_state(state: str) -> str | None:
+    """The `state` argument of `TargetStore.ranked` for a filter ("all" is no filter)."""
+    return None if state == "all" else state
 
 
 class TargetReader(Protocol):
@@ -32,7 +47,19 @@ class TargetReader(Protocol):
         jurisdiction: str | None = None,
         unit: str | None = None,
         units: Collection[str] | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> Sequence[TargetSummary]: ...
+
+    def count_ranked(
+        self,
+        *,
+        jurisdiction: str | None = None,
+        unit: str | None = None,
+        units: Collection[str] | None = None,
+        state: str | None = None,
+    ) -> int: ...
 
     def get(self, target_id: int, /) -> TargetSummary: ...
 
@@ -56,8 +83,10 @@ class Actor:
     principal: Principal
     address: str
 
-    def audit(self, log: AuditLog, action: str, obj: str | None, detail: dict[str, Any]) -> None:
-        log.append(
+    def audit(
+        self, log: AuditLog, action: str, obj: str | None, detail: dict[str, Any]
+    ) -> AuditEntry:
+        return log.append(
             actor=self.principal.name,
             role=self.principal.role.value,
             unit=self.principal.unit,
@@ -66,6 +95,37 @@ class Actor:
             obj=obj,
             detail=detail,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetPage:
+    """One page of the ranked list: rows `offset`+1 .. `offset`+len(rows) of `total`."""
+
+    rows: list[TargetSummary]
+    total: int  # every target the filters and the scope select, on all pages
+    offset: int
+    limit: int
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the first row shown (0 when none is)."""
+        return self.offset + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.rows)
+
+    @property
+    def previous_offset(self) -> int | None:
+        if self.offset <= 0:
+            return None
+        # Past the end (an old link, rows gone since): back to the last page that has rows.
+        last_page = (max(self.total, 1) - 1) // self.limit * self.limit
+        return max(0, min(self.offset - self.limit, last_page))
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offset + self.limit if self.offset + self.limit < self.total else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,27 +149,45 @@ class ScopedTargets:
         *,
         jurisdiction: str | None = None,
         unit: str | None = None,
+        state: str | None = None,
         limit: int = MAX_LISTED,
-    ) -> list[TargetSummary]:
+        offset: int = 0,
+    ) -> TargetPage:
+        """One page of the targets in the actor's scope, by score; `state` as in
+        `TargetStore.ranked` (None: any). The database counts, sorts and cuts the page."""
+        limit = max(1, min(limit, MAX_LISTED))
+        offset = max(0, min(offset, MAX_OFFSET))
         scope = actor.principal.scope
         rows: list[TargetSummary] = []
+        total = 0
         # An empty scope (auditor, admin) reads nothing: the store is not even asked, so that
         # `units=()` can never be mistaken for "no filter".
         if scope.units is None or scope.units:
-            found = self._store().ranked(jurisdiction=jurisdiction, unit=unit, units=scope.units)
-            rows = list(found[:limit])
+            store = self._store()
+            filters: dict[str, Any] = {
+                "jurisdiction": jurisdiction,
+                "unit": unit,
+                "units": scope.units,
+                "state": state,
+            }
+            total = store.count_ranked(**filters)
+            if offset < total:
+                rows = list(store.ranked(**filters, limit=limit, offset=offset))[:limit]
         _check(scope, rows)
         actor.audit(
             self._audit,
             "target.list",
             None,
             {
-                "filters": {"jurisdiction": jurisdiction, "unit": unit},
+                "filters": {"jurisdiction": jurisdiction, "unit": unit, "state": state},
+                "offset": offset,
+                "limit": limit,
+                "total": total,
                 "count": len(rows),
                 "targets": [r.id for r in rows],
             },
         )
-        return rows
+        return TargetPage(rows, total, offset, limit)
 
     def get(self, actor: Actor, target_id: int) -> TargetSummary:
         summary = self._find(actor, target_id)

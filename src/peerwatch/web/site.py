@@ -26,6 +26,7 @@ from peerwatch.web import map as map_pages
 from peerwatch.web import operations as operation_pages
 from peerwatch.web import sensors as sensor_pages
 from peerwatch.web import watchlist as watchlist_pages
+from peerwatch.web.audit_check import AuditChainCheck
 from peerwatch.web.auth import CsrfError, ForbiddenError, SignInRequiredError
 from peerwatch.web.context import WebConfig, WebContext
 from peerwatch.web.scoped_targets import (
@@ -69,6 +70,7 @@ def create_app(
         targets=ScopedTargets(reader, app.audit),
         config=config,
         templates=templates,
+        chain=AuditChainCheck(app.audit),
     )
     web.add_middleware(SecurityHeaders)
     web.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
