@@ -331,7 +331,7 @@ def _ed2k_table(stats: Ed2kSweepStats, started: float) -> Table:
     table = Table(
         "elapsed",
         "sweeps",
-        "server claims",
+        "source claims",
         "probes",
         "proven",
         "no file",
@@ -405,11 +405,22 @@ def ed2k(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Peers probed at once.")] = 8,
+    source_exchange: Annotated[
+        bool,
+        typer.Option(
+            "--source-exchange",
+            help="Also ask every peer that offers source exchange for its sources of the file; "
+            "each source is recorded as a source-exchange claim and high ids are probed in "
+            "follow-up rounds of the same sweep (bounded). Off by default: asking costs up to "
+            "a few seconds per proven peer (the wait for the answer).",
+        ),
+    ] = False,
 ) -> None:
     """Probe eD2k peers (eMule, aMule) for watched files: HELLO, file request, file status.
 
     Peers come from --peer, from the source lists of --server and from Kad source searches
-    (--kad-node); each listed source is also recorded as a server-sources or kad-sources claim.
+    (--kad-node) and, with --source-exchange, from the peers' own source lists; each listed
+    source is also recorded as a server-sources, kad-sources or source-exchange claim.
     One observation per peer and file: possession (file status, with completion), the peer's
     "no such file" answer, or why the probe failed. The sensor's user hash is created once and
     kept in HOME/keys/ed2k-userhash.
@@ -432,7 +443,9 @@ def ed2k(
         load_user_hash(app.settings.keys_dir), client_id=0, supports_crypt=True
     )
     config = Ed2kSweepConfig(
-        probe=Ed2kProbeConfig(identity, bind_ip=bind, obfuscation=obfuscation),
+        probe=Ed2kProbeConfig(
+            identity, bind_ip=bind, obfuscation=obfuscation, source_exchange=source_exchange
+        ),
         concurrency=concurrency,
     )
     started = time.monotonic()
@@ -460,6 +473,13 @@ def ed2k(
             f"servers: {stats.servers_asked} asked; Kad: {stats.kad_searches} source "
             f"search(es); {stats.claims} source claim(s) recorded ({stats.low_id_claims} low "
             "id or firewalled, not probed)"
+        )
+    if source_exchange:
+        out.print(
+            f"source exchange: {stats.sx_answers} peer answer(s), {stats.sx_claims} claim(s) "
+            f"recorded; {stats.sx_new_peers} new peer(s) probed in {stats.sx_rounds} follow-up "
+            f"round(s); {stats.sx_not_followed} source(s) not followed and "
+            f"{stats.sx_unrecorded} not recorded (per-sweep bounds)"
         )
     for file_hash, why in sorted(stats.kad_errors.items()):
         out.print(f"[yellow]Kad search for ed2k:{escape(file_hash)}[/]: {escape(why)}")

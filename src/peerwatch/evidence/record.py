@@ -24,9 +24,18 @@ ExtraValue = str | int | bool | None | list["ExtraValue"] | dict[str, "ExtraValu
 # Methods in use; a record with another method is still valid (new sensors add theirs), but these
 # are
 # the ones whose meaning is documented in docs/evidence.md.
-# Peer lists: what a DHT node, tracker, PEX peer, eD2k server or Kad node *says* about an address.
+# Peer lists: what a DHT node, tracker, PEX peer, eD2k server, Kad node or eD2k peer (source
+# exchange) *says* about an address.
 CLAIM_METHODS = frozenset(
-    {"dht-get-peers", "tracker-announce", "tracker-scrape", "pex", "server-sources", "kad-sources"}
+    {
+        "dht-get-peers",
+        "tracker-announce",
+        "tracker-scrape",
+        "pex",
+        "server-sources",
+        "kad-sources",
+        "source-exchange",
+    }
 )
 POSSESSION_METHODS = frozenset({"bitfield", "have-all", "piece-verified", "file-status"})
 

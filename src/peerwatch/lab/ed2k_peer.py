@@ -16,8 +16,16 @@ every block it sends from those parts, so those parts fail verification while th
 file hash and every other part stay right (the hostile peer of issue 7's acceptance test).
 Malformed-protocol peers are `lab/hostile_ed2k.py`'s business.
 
+Source exchange: with ``sources=(...)`` the peer advertises SX2 in its HELLOANSWER and answers
+each OP_REQUESTSOURCES2 inside a multipacket with OP_ANSWERSOURCES2 listing those sources (in the
+version asked, at most 4), sent before the MULTIPACKETANSWER as aMule does (ClientTCPSocket.cpp
+OP_MULTIPACKET), zlib-packed with ``pack_sources=True`` (aMule packs answers past 354 bytes,
+KnownFile.cpp `CreateSrcInfoPacket`); ``sources=()`` advertises SX2 and, like aMule with no
+source to give, never answers. With ``sources=None`` (the default) SX2 is not advertised.
+
 Everything it saw is kept for the tests: connections, the part requests (`requests`: one entry
-per REQUESTPARTS, its non-empty ranges) and the number of bytes of part data sent.
+per REQUESTPARTS, its non-empty ranges), the number of bytes of part data sent, the source
+requests and every byte received (`received`).
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from peerwatch.protocols.ed2k import messages as m
-from peerwatch.protocols.ed2k.client import ClientIdentity
-from peerwatch.protocols.ed2k.framing import PacketDecoder
+from peerwatch.protocols.ed2k.client import CT_EMULE_MISCOPTIONS2, ClientIdentity
+from peerwatch.protocols.ed2k.framing import PacketDecoder, encode_packet
 from peerwatch.protocols.ed2k.hashing import PART_SIZE, hash_bytes
+from peerwatch.protocols.ed2k.tags import Tag
 from peerwatch.protocols.ed2k.wire import Ed2kError
 
+SX2_BIT = 1 << 10  # CT_EMULE_MISCOPTIONS2 bit 10: source exchange 2 (aMule BaseClient.cpp)
 PACKET_DATA = 10_240  # bytes of file data per SENDINGPART / COMPRESSEDPART packet
 LAB_USER_HASH = bytes.fromhex("5e7c1a0f3b2e0e4d9a8c7b6a5f4e6f01")  # bytes 5, 14 = 14, 111
 
@@ -74,6 +84,11 @@ class Ed2kLabPeer:
     accept_upload: bool = True  # False: only ever send a queue rank
     queue_rank: int = 3  # the rank sent while queued
     hold_parts: frozenset[int] | set[int] | None = None  # parts listed as held (None: complete)
+    # source exchange (module doc): None = SX2 not advertised; else the sources to list
+    sources: tuple[m.Source, ...] | None = None
+    pack_sources: bool = False  # send ANSWERSOURCES2 zlib-packed (0xD4)
+    source_requests: int = 0  # REQUESTSOURCES2 seen (in a multipacket or alone)
+    received: bytearray = field(default_factory=bytearray, repr=False)  # every byte received
     requests: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
     upload_requests: int = 0
     connections: int = 0
@@ -127,6 +142,7 @@ class Ed2kLabPeer:
                 data = await reader.read(65536)
                 if not data:
                     return
+                self.received += data
                 try:
                     packets = decoder.feed(data)
                 except Ed2kError:
@@ -170,7 +186,16 @@ class Ed2kLabPeer:
             identity = ClientIdentity(
                 self.user_hash, name=self.nick, tcp_port=self.port, version=(2, 3, 3)
             )
-            return m.HelloAnswer(identity.hello().body).encode()
+            body = identity.hello().body
+            if self.sources is None:  # SX2 only when there is an answer to give
+                tags = tuple(
+                    Tag.uint32(CT_EMULE_MISCOPTIONS2, (t.as_int() or 0) & ~SX2_BIT)
+                    if t.name == CT_EMULE_MISCOPTIONS2
+                    else t
+                    for t in body.tags
+                )
+                body = m.HelloBody(body.user_hash, body.client_id, body.tcp_port, tags)
+            return m.HelloAnswer(body).encode()
         if isinstance(msg, m.MultiPacket):
             f = self._shared.get(msg.file_hash)
             if f is None:
@@ -179,6 +204,7 @@ class Ed2kLabPeer:
             status: m.PartStatus | None = None
             aich: bytes | None = None
             order: list[int] = []
+            before = b""  # aMule sends the source answer before the multipacket answer
             for op in msg.requests:  # answered in the order asked (aMule ProcessMultiPacket)
                 if op == m.Op.REQUESTFILENAME:
                     name = f.name.encode()
@@ -189,7 +215,15 @@ class Ed2kLabPeer:
                 elif op == m.EmuleOp.AICHFILEHASHREQ and f.aich is not None:
                     aich = f.aich
                     order.append(m.EmuleOp.AICHFILEHASHANS)
-            return m.MultiPacketAnswer(f.ed2k, name, status, aich, tuple(order)).encode()
+                elif op == m.EmuleOp.REQUESTSOURCES2:
+                    self.source_requests += 1
+                    before += self._source_answer(f, msg.sx2_version)
+            answer = m.MultiPacketAnswer(f.ed2k, name, status, aich, tuple(order)).encode()
+            return before + answer
+        if isinstance(msg, m.RequestSources2):
+            # aMule refuses this stand-alone 19-byte form (ClientTCPSocket.cpp checks size 16)
+            self.source_requests += 1
+            return b""
         if isinstance(msg, m.RequestFileName | m.SetReqFileId | m.AichFileHashReq):
             f = self._shared.get(msg.file_hash)
             if f is None:
@@ -223,6 +257,14 @@ class Ed2kLabPeer:
         if isinstance(msg, m.EndOfDownload):
             return None
         return b""
+
+    def _source_answer(self, f: SharedFile, version: int) -> bytes:
+        if not self.sources or version < 1:
+            return b""  # aMule: no source to give (or an SX1-only request), no answer
+        answer = m.AnswerSources2(min(version, m.SOURCE_EXCHANGE2_VERSION), f.ed2k, self.sources)
+        return encode_packet(
+            answer.PROTOCOL, answer.OPCODE, answer.payload(), pack=self.pack_sources
+        )
 
     def _block(self, f: SharedFile, start: int, end: int) -> list[bytes]:
         if end > f.size or end - start > 3 * 184_320:

@@ -32,6 +32,18 @@ stores, never possession: nodes can list "ghost" peers), and each high-id source
 candidate for that file, with the user hash the node gave. Firewalled (buddy) sources are
 recorded, never probed.
 
+With source exchange (`--source-exchange`, `Ed2kProbeConfig.source_exchange`), every probe of a
+peer that advertises SX2 also asks it for its sources of the file (OP_REQUESTSOURCES2 in the file
+request multipacket; see `transport.ed2k_probe`). Each source a peer lists is recorded as method
+``source-exchange``, outcome ``claim`` (the peer's word, never possession), naming the peer that
+told us; each high-id source not yet probed for that file in this sweep is probed for it in a
+follow-up round of the same sweep, whose probes ask for sources too. A hostile peer can list
+thousands of fake sources, so everything is bounded per sweep: at most `sx_claims_per_answer`
+claims recorded per answer, `sx_new_peers` addresses first dialled because of source lists and
+`sx_rounds` follow-up rounds; what is left over is counted (`sx_not_followed`), never dialled.
+Low-id sources (no address) are recorded with ip ``0.0.0.0`` and never probed; addresses outside
+the egress policy are never dialled.
+
 The user hash is the sensor's identity on the network: it is created once and kept in
 HOME/keys/ed2k-userhash (aMule bans, for hours, an address that shows a second user hash).
 """
@@ -146,6 +158,10 @@ def result_observation(
     if result.status is not None:
         extra["part_count"] = result.status.part_count
         extra["parts_held"] = None if result.status.complete else result.status.have_count
+    if result.sources_detail:  # the probe had source exchange on
+        extra["sources_requested"] = result.sources_requested
+        extra["sources_listed"] = len(result.sources)
+        extra["sources_detail"] = result.sources_detail
     return Observation(
         observed_ms=int(result.started * 1000),
         network="ed2k",
@@ -258,6 +274,54 @@ def kad_claim_observations(
     return out
 
 
+def sx_claim_observations(
+    result: Ed2kProbeResult, limit: int, *, clock_offset_ms: int | None = None
+) -> list[Observation]:
+    """One ``source-exchange`` / ``claim`` observation per source the peer listed (its first
+    `limit`), naming the peer that told us by address and user hash."""
+    hello = result.hello
+    out = []
+    for src in result.sources[: max(limit, 0)]:
+        extra: dict[str, ExtraValue] = {
+            "told_by": f"{result.ip}:{result.port}",
+            "told_by_user_hash": hello.user_hash.hex() if hello is not None else None,
+            "sx_version": src.version,
+            "client_id": src.client_id,
+            "id_type": "low" if src.low_id else "high",
+            "tcp_port": src.tcp_port,
+            "server": f"{_ipv4(src.server_ip)}:{src.server_port}" if src.server_ip else None,
+            "user_hash": src.user_hash.hex() if src.user_hash is not None else None,
+            "crypt_options": src.crypt_options,
+            "requires_obfuscation": (
+                bool(src.crypt_options & 4) if src.crypt_options is not None else None
+            ),
+            "sources_in_answer": len(result.sources),
+        }
+        ip = src.ip
+        out.append(
+            Observation(
+                observed_ms=int(result.ended * 1000),
+                network="ed2k",
+                method="source-exchange",
+                content_key=f"ed2k:{result.file_hash.hex()}",
+                ip=ip if ip is not None else NO_ADDRESS,
+                port=None if src.low_id else src.tcp_port,
+                clock_offset_ms=clock_offset_ms,
+                peer_id=src.user_hash.hex() if src.user_hash is not None else None,
+                outcome="claim",
+                exchange_sha256=result.exchange_sha256,
+                extra=extra,
+            )
+        )
+    return out
+
+
+def _ipv4(value: int) -> str:
+    """A server IP as aMule writes it (CreateSrcInfoPacket `GetServerIP`: network byte order
+    read as a little-endian uint32)."""
+    return ".".join(str(b) for b in value.to_bytes(4, "little"))
+
+
 @dataclass(frozen=True, slots=True)
 class Ed2kFile:
     file_hash: bytes
@@ -272,6 +336,11 @@ class Ed2kSweepConfig:
     server: Ed2kServerConfig | None = None
     # Kad source searches: None = default budget and timeouts, the sweep's egress policy
     kad: KadSearchConfig | None = None
+    # Source exchange (when probe.source_exchange): per-sweep bounds, so that a peer listing
+    # thousands of fake sources cannot make a sweep unbounded (see module doc).
+    sx_rounds: int = 2  # follow-up rounds probing listed sources (each may list more)
+    sx_new_peers: int = 64  # addresses first dialled because a peer listed them
+    sx_claims_per_answer: int = 501  # claims recorded per answer (aMule lists at most 501)
 
 
 @dataclass
@@ -291,6 +360,12 @@ class Ed2kSweepStats:
     low_id_claims: int = 0  # of which low id (recorded, never probed)
     kad_searches: int = 0  # Kad source searches run (one per file and sweep)
     kad_errors: dict[str, str] = field(default_factory=dict)  # file -> why its search failed
+    sx_answers: int = 0  # probes whose peer answered the source request
+    sx_claims: int = 0  # source-exchange claims recorded (also counted in `claims`)
+    sx_rounds: int = 0  # follow-up rounds run
+    sx_new_peers: int = 0  # addresses dialled because a peer listed them
+    sx_not_followed: int = 0  # listed high-id sources left unprobed by the bounds
+    sx_unrecorded: int = 0  # listed sources past `sx_claims_per_answer` (not recorded)
 
 
 class Ed2kSweep:
@@ -341,14 +416,52 @@ class Ed2kSweep:
                 allowed.append(peer)
             else:
                 self.stats.refused_by_egress += 1
+        dialled = {(p.ip, p.port) for p in allowed}
+        state = _SweepState(dialled=dialled, refused=set(by_address) - dialled)
+        round_results = await self._probe_round(allowed, wanted, files, gate, state.probed)
+        observations = claims + [o for o, _ in round_results]
+        if self.config.probe.source_exchange:
+            rounds = 0
+            while True:
+                found, targets, want = self._source_candidates(
+                    [r for _, r in round_results if r is not None],
+                    state,
+                    follow=rounds < self.config.sx_rounds,
+                )
+                observations += found
+                if not targets:
+                    break
+                rounds += 1
+                self.stats.sx_rounds += 1
+                round_results = await self._probe_round(targets, want, files, gate, state.probed)
+                observations += [o for o, _ in round_results]
+        if observations:
+            await asyncio.to_thread(self._log.append, observations)
+        self.stats.observations += len(observations)
+        self.stats.sweeps += 1
+        if self._progress is not None:
+            self._progress(self.stats)
+        return self.stats
 
-        async def one_peer(peer: Ed2kPeer) -> list[Observation]:
-            out = []
+    async def _probe_round(
+        self,
+        peers: Sequence[Ed2kPeer],
+        wanted: dict[tuple[str, int], set[bytes]],
+        files: Sequence[Ed2kFile],
+        gate: asyncio.Semaphore,
+        probed: set[tuple[str, int, bytes]],
+    ) -> list[tuple[Observation, Ed2kProbeResult | None]]:
+        """Probe each peer for the files it is wanted for: one observation per probe, with the
+        probe's result (None when the probe failed on our side)."""
+
+        async def one_peer(peer: Ed2kPeer) -> list[tuple[Observation, Ed2kProbeResult | None]]:
+            out: list[tuple[Observation, Ed2kProbeResult | None]] = []
             mine = wanted[(peer.ip, peer.port)]
             async with gate:
                 for f in files:  # one file at a time per peer, each on its own connection
                     if f.file_hash not in mine:
                         continue
+                    probed.add((peer.ip, peer.port, f.file_hash))
                     started = time.time()
                     try:
                         result = await probe_ed2k(
@@ -364,20 +477,68 @@ class Ed2kSweep:
                         # one is ours: recorded as such, and the sweep's other probes go on.
                         self.stats.probes += 1
                         self.stats.probe_errors += 1
-                        out.append(_sensor_error(peer, f, started, exc))
+                        out.append((_sensor_error(peer, f, started, exc), None))
                         continue
-                    out.append(self._count(result))
+                    out.append((self._count(result), result))
             return out
 
-        batches = await asyncio.gather(*(one_peer(p) for p in allowed))
-        observations = claims + [o for batch in batches for o in batch]
-        if observations:
-            await asyncio.to_thread(self._log.append, observations)
-        self.stats.observations += len(observations)
-        self.stats.sweeps += 1
+        batches = await asyncio.gather(*(one_peer(p) for p in peers))
+        return [pair for batch in batches for pair in batch]
+
+    def _source_candidates(
+        self,
+        results: Sequence[Ed2kProbeResult],
+        state: _SweepState,
+        *,
+        follow: bool,
+    ) -> tuple[list[Observation], list[Ed2kPeer], dict[tuple[str, int], set[bytes]]]:
+        """The source-exchange claims of a round's probes, and the sources to probe next: high
+        ids not yet probed for that file in this sweep, inside the egress policy and the sweep's
+        budget of new addresses (`sx_new_peers`); none when `follow` is false (the sweep's
+        rounds are used up)."""
+        limit = self.config.sx_claims_per_answer
+        claims: list[Observation] = []
+        peers: dict[tuple[str, int], Ed2kPeer] = {}
+        want: dict[tuple[str, int], set[bytes]] = {}
+        for result in results:
+            if result.sources_answered:
+                self.stats.sx_answers += 1
+            found = sx_claim_observations(result, limit)
+            claims += found
+            self.stats.claims += len(found)
+            self.stats.sx_claims += len(found)
+            self.stats.sx_unrecorded += max(len(result.sources) - limit, 0)
+            for src in result.sources[: max(limit, 0)]:
+                ip = src.ip
+                if ip is None:
+                    self.stats.low_id_claims += 1
+                    continue  # a low id has no address: recorded, never probed
+                key = (ip, src.tcp_port)
+                if src.tcp_port == 0 or key in state.refused:
+                    continue  # no port to dial, or already refused by the egress policy
+                if (ip, src.tcp_port, result.file_hash) in state.probed:
+                    continue  # asked about this file in this sweep already
+                if not follow:
+                    self.stats.sx_not_followed += 1  # the sweep's rounds are used up
+                    continue
+                if key not in state.dialled:
+                    if not self._egress.allows(ip):
+                        state.refused.add(key)
+                        self.stats.refused_by_egress += 1
+                        continue
+                    if state.new_peers >= self.config.sx_new_peers:
+                        self.stats.sx_not_followed += 1
+                        continue
+                    state.dialled.add(key)
+                    state.new_peers += 1
+                    self.stats.sx_new_peers += 1
+                known = peers.get(key)
+                if known is None or (known.user_hash is None and src.user_hash is not None):
+                    peers[key] = Ed2kPeer(ip, src.tcp_port, src.user_hash)
+                want.setdefault(key, set()).add(result.file_hash)
         if self._progress is not None:
             self._progress(self.stats)
-        return self.stats
+        return claims, list(peers.values()), want
 
     async def _ask_servers(
         self, servers: Sequence[Ed2kServer], files: Sequence[Ed2kFile]
@@ -484,6 +645,16 @@ class Ed2kSweep:
         if self._progress is not None:
             self._progress(self.stats)
         return result_observation(result)
+
+
+@dataclass
+class _SweepState:
+    """What one sweep has done so far (source exchange's bounds and dedup are per sweep)."""
+
+    dialled: set[tuple[str, int]]  # addresses dialled (or to be) in this sweep
+    refused: set[tuple[str, int]]  # addresses outside the egress policy
+    probed: set[tuple[str, int, bytes]] = field(default_factory=set)  # (ip, port, file) asked
+    new_peers: int = 0  # addresses dialled because a peer listed them
 
 
 def _sensor_error(peer: Ed2kPeer, f: Ed2kFile, started: float, exc: Exception) -> Observation:

@@ -21,11 +21,24 @@ whole batch): aMule reads what one read gives it, and the HELLO waits for the en
 obfuscation handshake (aMule drops a connection whose first read holds more than the handshake).
 Everything sent and received, as it crossed the socket, is hashed direction-tagged into the
 `exchange_sha256` of the result.
+
+Source exchange (``source_exchange=True``, off by default): when the peer's HELLOANSWER
+advertises SX2, OP_REQUESTSOURCES2 rides in the same one-write file request multipacket (aMule
+answers it there; its stand-alone handler refuses our 19-byte request, ClientTCPSocket.cpp). aMule
+sends its OP_ANSWERSOURCES2 *before* the MULTIPACKETANSWER (ClientTCPSocket.cpp OP_MULTIPACKET:
+`SendPacket` inside the sub-request loop, the answer after it), so the sources are taken whenever
+they come; when the file status comes first, the probe waits at most ``source_wait`` seconds
+more for them. The possession outcome is settled before that wait and nothing in it can change
+it: a peer that never answers (aMule sends nothing when it has no source to give,
+KnownFile.cpp `CreateSrcInfoPacket` returns NULL) costs that wait and no more. The sources are a
+claim of the peer's, kept in `Ed2kProbeResult.sources`; what happened to the request is said in
+`sources_detail`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +55,7 @@ from peerwatch.protocols.ed2k.client import (
     FileStatus,
     NoFile,
     PeerHello,
+    SourcesReceived,
 )
 from peerwatch.protocols.ed2k.hashing import ed2k_part_count
 from peerwatch.protocols.ed2k.obfuscation import ObfuscationError, ObfuscationInitiator
@@ -55,7 +69,12 @@ class Ed2kProbeConfig:
     timeout: float = 20.0  # whole attempt (handshakes, HELLO, file answer)
     bind_ip: str | None = None  # local address to probe from
     obfuscation: str = "auto"  # "auto" (see module doc), "plain" or "obfuscated"
-    # no source exchange: the probe is about this peer and this file
+    # ask the peer for its sources of the file (SX2) in the file request batch; off: the probe
+    # is about this peer and this file (and asking costs up to `source_wait` per proven peer)
+    source_exchange: bool = False
+    source_wait: float = 2.0  # after the file status, seconds to wait for ANSWERSOURCES2
+    max_sources: int = m.MAX_SOURCES  # sources kept from one probe (one answer holds <= 1024)
+    # the client core's options; `request_sources` is set from `source_exchange`
     client: ClientConfig = field(default_factory=lambda: ClientConfig(request_sources=False))
 
 
@@ -76,6 +95,14 @@ class Ed2kProbeResult:
     exchange_sha256: str  # SHA-256 over the direction-tagged bytes of every attempt
     started: float  # UTC seconds
     ended: float
+    # source exchange: whether OP_REQUESTSOURCES2 was sent (the option was on and the peer's
+    # HELLOANSWER advertised SX2), whether an ANSWERSOURCES2 came, the sources it listed (the
+    # peer's claim), its SX version and what happened to the request, in words
+    sources_requested: bool = False
+    sources_answered: bool = False
+    sources: tuple[m.Source, ...] = ()
+    sources_version: int | None = None
+    sources_detail: str = ""
 
     @property
     def completion_ppm(self) -> int | None:
@@ -100,6 +127,14 @@ class _Attempt:
     file_name: str | None = None
     status: m.PartStatus | None = None
     closed_early: bool = False  # the peer hung up before its HELLOANSWER
+    sources_requested: bool = False
+    sources_answered: bool = False
+    sources_done: bool = False  # nothing more to wait for (answered, or the stream is unusable)
+    sources: list[m.Source] = field(default_factory=list)
+    sources_detail: str = ""
+    max_sources: int = m.MAX_SOURCES
+    conn: ClientConnection | None = None  # kept for the wait for sources after the file status
+    crypt: ObfuscationInitiator | None = None
 
 
 def obfuscation_modes(config: Ed2kProbeConfig, user_hash: bytes | None) -> list[bool]:
@@ -155,7 +190,24 @@ async def probe_ed2k(
         exchange_sha256=exchange.hexdigest(),
         started=started,
         ended=clock(),
+        sources_requested=attempt.sources_requested,
+        sources_answered=attempt.sources_answered,
+        sources=tuple(attempt.sources),
+        sources_version=attempt.sources[0].version if attempt.sources else None,
+        sources_detail=_sources_detail(attempt) if config.source_exchange else "",
     )
+
+
+def _sources_detail(attempt: _Attempt) -> str:
+    if attempt.sources_detail:
+        return attempt.sources_detail
+    if attempt.sources_answered:
+        return f"ANSWERSOURCES2 listed {len(attempt.sources)} source(s)"
+    if attempt.hello is None:
+        return "not asked: no HELLOANSWER"
+    if not attempt.sources_requested:
+        return "not asked: the peer's HELLOANSWER does not advertise source exchange 2"
+    return "asked; no answer before the probe ended"
 
 
 async def _attempt(
@@ -177,27 +229,76 @@ async def _attempt(
         return _Attempt("refused", "TCP connection refused")
     except OSError as exc:
         return _Attempt("unreachable", f"TCP connect failed: {exc.strerror or exc}")
-    attempt = _Attempt("timeout", "no answer", obfuscated=obfuscate_for is not None)
+    attempt = _Attempt(
+        "timeout",
+        "no answer",
+        obfuscated=obfuscate_for is not None,
+        max_sources=config.max_sources,
+    )
     try:
-        async with asyncio.timeout(config.timeout):
-            await _converse(
-                reader, writer, file_hash, config, file_size, obfuscate_for, exchange, attempt
+        try:
+            async with asyncio.timeout(config.timeout):
+                await _converse(
+                    reader, writer, file_hash, config, file_size, obfuscate_for, exchange, attempt
+                )
+        except TimeoutError:
+            attempt.outcome = "timeout"
+            attempt.detail = _timeout_detail(attempt)
+        except OSError as exc:
+            # A reset (ECONNRESET) or a write to a closed socket (EPIPE) mid-conversation: the
+            # peer's doing, recorded like a hang-up (TimeoutError is an OSError: caught above).
+            attempt.outcome = "closed"
+            attempt.closed_early = attempt.hello is None
+            when = "before" if attempt.hello is None else "after"
+            attempt.detail = (
+                f"the peer reset the connection {when} its HELLOANSWER ({exc.strerror or exc})"
             )
-    except TimeoutError:
-        attempt.outcome = "timeout"
-        attempt.detail = _timeout_detail(attempt)
-    except OSError as exc:
-        # A reset (ECONNRESET) or a write to a closed socket (EPIPE) mid-conversation: the
-        # peer's doing, recorded like a hang-up (TimeoutError is an OSError: caught above).
-        attempt.outcome = "closed"
-        attempt.closed_early = attempt.hello is None
-        when = "before" if attempt.hello is None else "after"
-        attempt.detail = (
-            f"the peer reset the connection {when} its HELLOANSWER ({exc.strerror or exc})"
-        )
+        # The possession outcome is settled above; the wait for sources runs outside the
+        # attempt's timeout, under its own, so that nothing in it can turn it into a timeout.
+        if (
+            attempt.outcome == "possession"
+            and attempt.sources_requested
+            and not attempt.sources_done
+        ):
+            await _await_sources(reader, config.source_wait, exchange, attempt)
     finally:
         await close_stream(writer)
     return attempt
+
+
+async def _await_sources(
+    reader: asyncio.StreamReader, wait: float, exchange: Exchange, attempt: _Attempt
+) -> None:
+    """Read until the peer's ANSWERSOURCES2 comes, for at most `wait` seconds. Only sources are
+    taken from what comes now: the file status already decided the outcome."""
+    conn, crypt = attempt.conn, attempt.crypt
+    assert conn is not None
+    try:
+        async with asyncio.timeout(wait):
+            while not attempt.sources_done:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    attempt.sources_detail = (
+                        "asked; the peer closed the connection without answering the source request"
+                    )
+                    return
+                exchange.received(data)
+                if crypt is not None:
+                    data = crypt.receive(data)
+                    if not data:
+                        continue
+                _take_sources(conn.receive(data, time.monotonic()), attempt)
+    except TimeoutError:
+        attempt.sources_detail = f"asked; no ANSWERSOURCES2 within {wait:g} s of the file status"
+    except OSError as exc:
+        attempt.sources_detail = (
+            f"asked; the peer reset the connection without answering ({exc.strerror or exc})"
+        )
+    except ClientError as exc:
+        _take_sources(exc.events, attempt)
+        attempt.sources_detail = f"asked; the peer broke the protocol after its file status: {exc}"
+    except ObfuscationError as exc:
+        attempt.sources_detail = f"asked; obfuscation failed after the file status: {exc}"
 
 
 def _timeout_detail(attempt: _Attempt) -> str:
@@ -231,9 +332,11 @@ async def _converse(
         exchange.sent(first)
         writer.write(first)
         await writer.drain()
+    client = dataclasses.replace(config.client, request_sources=config.source_exchange)
     conn = ClientConnection(
-        config.identity, file_hash, time.monotonic(), file_size=file_size, config=config.client
+        config.identity, file_hash, time.monotonic(), file_size=file_size, config=client
     )
+    attempt.conn, attempt.crypt = conn, crypt
     conn.start(time.monotonic())
     hello_sent = False
     if crypt is None:
@@ -273,21 +376,30 @@ async def _converse(
             events = conn.receive(data, time.monotonic())
         except ClientError as exc:
             _take(exc.events, attempt)
+            if attempt.status is not None and attempt.sources_requested:
+                # The fault came after the file status in the same read (the events decoded
+                # before a fault are kept): it is in the source answer or after it, and the
+                # file status stands as it would have without the source request.
+                attempt.sources_done = True
+                attempt.sources_detail = (
+                    f"asked; the peer broke the protocol after its file status: {exc}"
+                )
+                _possession(attempt)
+                return
             attempt.outcome, attempt.detail = "protocol-error", str(exc)
             return
         _take(events, attempt)
+        if attempt.hello is not None:
+            # what `ClientConnection._send_file_request` does: SX2 only to a peer that says so
+            attempt.sources_requested = (
+                client.request_sources and attempt.hello.supports_source_exchange2
+            )
         out = conn.data_to_send()
         if out:
             send(out)
             await writer.drain()
         if attempt.status is not None:
-            attempt.outcome = "possession"
-            parts = attempt.status
-            attempt.detail = (
-                "file status: complete"
-                if parts.complete
-                else f"file status: {parts.have_count} of {parts.part_count} parts"
-            )
+            _possession(attempt)
             return
         if any(isinstance(e, NoFile) for e in events):
             attempt.outcome = "no-file"
@@ -295,6 +407,17 @@ async def _converse(
             return
         if attempt.file_name is not None:
             attempt.outcome = "file-name-only"
+
+
+def _possession(attempt: _Attempt) -> None:
+    attempt.outcome = "possession"
+    parts = attempt.status
+    assert parts is not None
+    attempt.detail = (
+        "file status: complete"
+        if parts.complete
+        else f"file status: {parts.have_count} of {parts.part_count} parts"
+    )
 
 
 def _take(events: Sequence[Event], attempt: _Attempt) -> None:
@@ -305,3 +428,14 @@ def _take(events: Sequence[Event], attempt: _Attempt) -> None:
             attempt.file_name = event.name
         elif isinstance(event, FileStatus):
             attempt.status = event.status
+    _take_sources(events, attempt)
+
+
+def _take_sources(events: Sequence[Event], attempt: _Attempt) -> None:
+    for event in events:
+        if isinstance(event, SourcesReceived):
+            # One answer per request: the first ends the wait. A peer sending more is kept to
+            # `max_sources` in all (memory stays bounded whatever it sends).
+            attempt.sources_answered = attempt.sources_done = True
+            room = attempt.max_sources - len(attempt.sources)
+            attempt.sources.extend(event.sources[: max(room, 0)])

@@ -124,9 +124,9 @@ def test_multipacket_file_request_and_answers() -> None:
     assert isinstance(request, m.MultiPacket)
     assert request.file_size == SIZE  # OP_MULTIPACKET_EXT: the peer advertised it
     assert request.requests == (
+        m.EmuleOp.REQUESTSOURCES2,  # first: see ClientConnection._send_file_request
         m.Op.REQUESTFILENAME,
         m.Op.SETREQFILEID,
-        m.EmuleOp.REQUESTSOURCES2,
         m.EmuleOp.AICHFILEHASHREQ,
     )
     status = m.PartStatus.from_parts([True, False])  # ed2k part count of a 2-part file: 2

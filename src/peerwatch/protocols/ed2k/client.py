@@ -10,8 +10,9 @@ The exchange (aMule BaseClient.cpp / DownloadClient.cpp)::
 
     us:   HELLO (user hash, client id, ports, name/version/option tags)
     peer: HELLOANSWER                                   -> PeerHello
-    us:   file request: OP_MULTIPACKET(_EXT) with REQUESTFILENAME, SETREQFILEID, REQUESTSOURCES2,
-          AICHFILEHASHREQ when the peer advertised multipacket; else stand-alone packets
+    us:   file request: OP_MULTIPACKET(_EXT) with REQUESTSOURCES2 (first), REQUESTFILENAME,
+          SETREQFILEID, AICHFILEHASHREQ when the peer advertised multipacket; else stand-alone
+          packets
     peer: REQFILENAMEANSWER / FILESTATUS (or one MULTIPACKETANSWER) -> FileName, FileStatus
           or FILEREQANSNOFIL                            -> NoFile
           ANSWERSOURCES2 (often zlib-packed)            -> SourcesReceived
@@ -604,9 +605,12 @@ class ClientConnection:
         sx2 = self.config.request_sources and peer.supports_source_exchange2
         aich = self.config.request_aich and peer.aich_version > 0
         if peer.supports_multipacket:
-            ops: list[int] = [m.Op.REQUESTFILENAME, m.Op.SETREQFILEID]
-            if sx2:
-                ops.append(m.EmuleOp.REQUESTSOURCES2)
+            # REQUESTSOURCES2 first: aMule handles the sub-requests in order, and our
+            # REQUESTFILENAME (extended requests version 0) clears our upload part status
+            # (UploadClient.cpp ProcessExtendedInfo), after which CKnownFile::CreateSrcInfoPacket
+            # fails its part-count check and a complete file's sources are never sent.
+            ops: list[int] = [m.EmuleOp.REQUESTSOURCES2] if sx2 else []
+            ops += [m.Op.REQUESTFILENAME, m.Op.SETREQFILEID]
             if aich:
                 ops.append(m.EmuleOp.AICHFILEHASHREQ)
             size = self.file_size if peer.supports_ext_multipacket else None
