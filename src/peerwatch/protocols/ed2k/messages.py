@@ -14,6 +14,7 @@ before anything is allocated. ``message.encode()`` gives the framed bytes to sen
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self, TypeAlias, cast
@@ -672,6 +673,9 @@ class Source:
 
 
 _SOURCE_SIZE = {1: 12, 2: 28, 3: 28, 4: 29}
+_SOURCE_V1 = struct.Struct("<IHIH")
+_SOURCE_V2 = struct.Struct("<IHIH16s")  # versions 2 and 3
+_SOURCE_V4 = struct.Struct("<IHIH16sB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,13 +715,25 @@ class AnswerSources2(_Message):
             raise MessageError(f"{count} sources is over {MAX_SOURCES}")
         if count * _SOURCE_SIZE[version] != r.remaining:
             raise MessageError(f"{count} v{version} sources do not fill {r.remaining} bytes")
-        sources = []
-        for _ in range(count):
-            cid, port, sip, sport = r.u32(), r.u16(), r.u32(), r.u16()
-            uh = r.hash16() if version >= 2 else None
-            crypt = r.u8() if version >= 4 else None
-            sources.append(Source(cid, port, sip, sport, uh, crypt, version))
-        return cls(version, h, tuple(sources))
+        # The size was checked exactly above, so one struct pass reads every record (a third of
+        # the time of field-by-field reads: benchmarks/bench_ed2k.py).
+        data = r.take(r.remaining)
+        if version == 1:
+            sources = tuple(
+                Source(cid, port, sip, sport, None, None, version)
+                for cid, port, sip, sport in _SOURCE_V1.iter_unpack(data)
+            )
+        elif version < 4:
+            sources = tuple(
+                Source(cid, port, sip, sport, uh, None, version)
+                for cid, port, sip, sport, uh in _SOURCE_V2.iter_unpack(data)
+            )
+        else:
+            sources = tuple(
+                Source(cid, port, sip, sport, uh, crypt, version)
+                for cid, port, sip, sport, uh, crypt in _SOURCE_V4.iter_unpack(data)
+            )
+        return cls(version, h, sources)
 
 
 # --- AICH and multipacket -----------------------------------------------------------------------
