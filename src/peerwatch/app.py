@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from peerwatch.accounts.secret_box import SecretBox
 from peerwatch.accounts.store import AccountStore
 from peerwatch.audit.log import AuditLog
 from peerwatch.enrich.geoip import GeoIP, GeoIPConfig
@@ -130,7 +131,8 @@ class App:
     @cached_property
     def accounts(self) -> AccountStore:
         """Users, sessions, API tokens and login rate limits of the web app (docs/webapp.md)."""
-        return AccountStore(self.engine)
+        box = SecretBox.load_or_create(self.settings.keys_dir)  # TOTP secrets sealed at rest
+        return AccountStore(self.engine, secret_box=box)
 
     @cached_property
     def audit(self) -> AuditLog:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,28 @@ def test_serve_refuses_a_non_loopback_host(
     assert pw(home, "serve", "--host", "::1", mp=monkeypatch) == 0
     assert pw(home, "serve", "--host", "192.0.2.1", "--allow-remote", mp=monkeypatch) == 0
     assert started == [("127.0.0.1", 8471), ("::1", 8470), ("192.0.2.1", 8470)]
+
+
+def test_user_reset_totp_prints_a_new_uri_once_and_the_secret_is_sealed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    args = ("user", "add", "erin", "--role", "coordinator", "--totp", "--password-stdin")
+    assert pw(home, *args, stdin=PASSWORD + "\n", mp=monkeypatch) == 0
+    first = re.search(r"secret=([A-Z2-7]+)", capsys.readouterr().out)
+    assert pw(home, "user", "reset-totp", "erin", mp=monkeypatch) == 0
+    out = capsys.readouterr().out
+    second = re.search(r"secret=([A-Z2-7]+)", out)
+    assert first and second and first.group(1) != second.group(1)
+    assert "its sessions are closed" in out
+    assert pw(home, "user", "reset-totp", "nobody", mp=monkeypatch) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err
+    # The key lives in HOME/keys, the database holds only the sealed form.
+    app = App(Settings.resolve(home=home))
+    assert (app.settings.keys_dir / "accounts-secret.key").exists()
+    db = sqlite3.connect(home / "peerwatch.db")
+    (stored,) = db.execute("SELECT totp_secret FROM users WHERE name = 'erin'").fetchone()
+    db.close()
+    assert stored.startswith("aesgcm1:") and second.group(1) not in stored
+    entries = [e.action for e in app.audit.latest(10)]
+    assert "user.reset-totp" in entries

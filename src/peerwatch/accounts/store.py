@@ -20,6 +20,7 @@ from peerwatch.accounts import totp
 from peerwatch.accounts.login_limit import LoginLimitConfig, LoginLimiter
 from peerwatch.accounts.password import PasswordConfig, Passwords
 from peerwatch.accounts.role import Principal, Role, parse_role
+from peerwatch.accounts.secret_box import SecretBox
 from peerwatch.errors import InputError
 from peerwatch.storage.database import writer
 from peerwatch.storage.schema import api_tokens, users, web_sessions
@@ -126,8 +127,12 @@ class AccountStore:
         engine: Engine,
         config: AccountsConfig | None = None,
         clock_ms: Callable[[], int] = now_ms,
+        secret_box: SecretBox | None = None,
     ) -> None:
+        """`secret_box` seals TOTP secrets at rest (the app passes the box of HOME/keys); without
+        it they are stored as they are (tests)."""
         self.config = config or AccountsConfig()
+        self._secrets = secret_box
         self._engine = engine
         self._writer = writer(engine)
         self._clock_ms = clock_ms
@@ -157,7 +162,11 @@ class AccountStore:
                         role=r.value,
                         unit=unit,
                         password_hash=self.passwords.hash(password),
-                        totp_secret=secret,
+                        totp_secret=(
+                            self._secrets.seal(secret, name)
+                            if secret is not None and self._secrets is not None
+                            else secret
+                        ),
                         totp_last_step=None,
                         disabled=False,
                         created_ms=self._clock_ms(),
@@ -189,6 +198,23 @@ class AccountStore:
             if disabled:
                 ids = select(users.c.id).where(users.c.name == name).scalar_subquery()
                 conn.execute(delete(web_sessions).where(web_sessions.c.user_id == ids))
+
+    def reset_totp(self, name: str) -> str:
+        """Give an account a new TOTP secret (lost phone, lost key file); returns it to show once.
+        Its sessions end now and the old secret's codes stop working."""
+        secret = totp.new_secret()
+        stored = self._secrets.seal(secret, name) if self._secrets is not None else secret
+        with self._writer.begin() as conn:
+            done = conn.execute(
+                update(users)
+                .where(users.c.name == name)
+                .values(totp_secret=stored, totp_last_step=None)
+            ).rowcount
+            if not done:
+                raise InputError(f"no user {name!r}", field="name")
+            ids = select(users.c.id).where(users.c.name == name).scalar_subquery()
+            conn.execute(delete(web_sessions).where(web_sessions.c.user_id == ids))
+        return secret
 
     def set_password(self, name: str, password: str) -> None:
         """Replace an account's password (same policy as a new one); its sessions end now."""
@@ -235,7 +261,10 @@ class AccountStore:
             if row is None or row[0] is None:
                 return False
             last = None if row[1] is None else int(row[1])
-            step = totp.accepted_step(str(row[0]), code, self._clock_ms(), last)
+            secret = str(row[0])
+            if self._secrets is not None:
+                secret = self._secrets.open(secret, user.name)
+            step = totp.accepted_step(secret, code, self._clock_ms(), last)
             if step is None:
                 return False
             last_clause = (

@@ -175,6 +175,21 @@ def user_disable(
     out.print(f"disabled user {escape(name)}; its sessions are closed")
 
 
+@user_cli.command("reset-totp")
+def user_reset_totp(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The account that gets a new TOTP secret.")],
+) -> None:
+    """Give an account a new TOTP second factor (a lost phone, a lost accounts key): prints its
+    URI once; the old codes stop working and the account's sessions end."""
+    app = app_of(ctx)
+    secret = app.accounts.reset_totp(name)
+    _audit(app, "user.reset-totp", f"user:{name}", {})
+    out.print(f"new TOTP secret for user {escape(name)}; its sessions are closed")
+    out.print("TOTP: enter this URI in the user's authenticator app (it is not shown again):")
+    out.print(escape(totp.provisioning_uri(secret, name)), markup=False)
+
+
 @user_cli.command("enable")
 def user_enable(
     ctx: typer.Context,

@@ -490,7 +490,8 @@ users = Table(
     Column("role", String(16), nullable=False),
     Column("unit", String(100)),
     Column("password_hash", Text, nullable=False),  # argon2id, PHC string
-    Column("totp_secret", String(64)),  # base32 (RFC 6238), NULL when TOTP is off
+    # sealed (accounts/secret_box.py; plain base32 before migration 0008), NULL when TOTP is off
+    Column("totp_secret", String(200)),
     Column("totp_last_step", BigInteger),  # last accepted time step: a code is never used twice
     Column("disabled", Boolean, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
