@@ -101,6 +101,7 @@ def test_demo_then_verify_then_tamper(home: Path, capsys: pytest.CaptureFixture[
     if amuled_available() or os.environ.get("CI"):  # CI installs amuled: never skipped there
         # Seven aMule peers: six share watched files (one requires obfuscation), one does not.
         assert "aMule peers sharing watched files: 6, proven: 6; others proven: 0" in out
+        assert re.search(r"verify-peer 127\.0\.108\.2:\d+ ed2k:[0-9a-f]{32}: 1 of 1 part", out)
     else:
         assert "no aMule peers" in out
     assert re.search(r"verify\.sh \(openssl only\): \d+ records checked, 0 problems", out)

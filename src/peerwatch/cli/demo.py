@@ -53,6 +53,8 @@ from peerwatch.sensors.ed2k import (
     Ed2kSweepConfig,
     load_user_hash,
 )
+from peerwatch.sensors.ed2k_verify import Ed2kTarget, Ed2kWanted, verify_ed2k_peer
+from peerwatch.transport.ed2k_download import Ed2kDownloadConfig
 from peerwatch.transport.ed2k_probe import Ed2kProbeConfig
 from peerwatch.transport.egress import EgressPolicy
 from peerwatch.transport.peer_probe import ProbeConfig
@@ -378,6 +380,24 @@ def _ed2k(app: App, mule: amule.AmuleLab, ed2k_server: BackgroundLabServer, sens
         f"proven, {stats.no_file} 'no such file' answers, {stats.failed} failed; aMule peers "
         f"sharing watched files: {len(sharing)}, proven: {len(proven & sharing)}; others "
         f"proven: {len(proven - sharing)}"
+    )
+    # Single-source verification (verify-peer): the small file, all of it, from one peer only.
+    small = mule.files["small-2"]
+    peer = mule.sharing("small-2")[0]
+    report = asyncio.run(
+        verify_ed2k_peer(
+            Ed2kTarget(peer.ip, peer.tcp_port, peer.user_hash),
+            Ed2kWanted(small.ed2k, small.size, small.path.name),
+            Ed2kDownloadConfig(Ed2kProbeConfig(identity, bind_ip=sensor_ip)),
+            watchlist=app.watchlist,
+        )
+    )
+    app.evidence.append(report.observations)
+    d = report.download
+    out.print(
+        f"  verify-peer {peer.endpoint} {report.content_key}: {d.verified} of "
+        f"{d.part_count} part(s) downloaded from that peer alone and checked with MD4 "
+        f"({d.outcome}; content hashed and discarded)"
     )
 
 
