@@ -381,9 +381,11 @@ def _ed2k(app: App, mule: amule.AmuleLab, ed2k_server: BackgroundLabServer, sens
         f"sharing watched files: {len(sharing)}, proven: {len(proven & sharing)}; others "
         f"proven: {len(proven - sharing)}"
     )
-    # Single-source verification (verify-peer): the small file, all of it, from one peer only.
-    small = mule.files["small-2"]
-    peer = mule.sharing("small-2")[0]
+    # Single-source verification (verify-peer): small-2 (1,234,567 bytes), all of it, from one
+    # peer only; with fewer peers than roles it may be shared by none: then the smallest shared.
+    shared = [k for k, f in mule.files.items() if f.watched and mule.sharing(k)]
+    key = "small-2" if "small-2" in shared else min(shared, key=lambda k: mule.files[k].size)
+    small, peer = mule.files[key], mule.sharing(key)[0]
     report = asyncio.run(
         verify_ed2k_peer(
             Ed2kTarget(peer.ip, peer.tcp_port, peer.user_hash),

@@ -66,6 +66,24 @@ PEER_KINDS = (
 )
 
 
+async def drain_servers(servers: list[asyncio.Server], tasks: set[asyncio.Task[None]]) -> None:
+    """Stop closed servers' connection handlers and wait for the servers to close (the hostile
+    labs' `stop()`; the servers are already closed and the lab marked closing)."""
+    # Handlers may still be starting for connections accepted just before the close: repeat
+    # until none is left (each ends at its first await once cancelled or the lab is closing).
+    for _round in range(10):
+        running = [t for t in tasks if not t.done()]
+        if not running:
+            break
+        for task in running:
+            task.cancel()
+        await asyncio.wait(running, timeout=1.0)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
+    servers.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class HostileConfig:
     extra_peers: tuple[Peer, ...] = ()  # real peers the DHT node also names (e.g. a lab seed)
@@ -183,19 +201,7 @@ class HostileLab:
             server.close()
         for transport in self._transports:
             transport.close()
-        # Handlers may still be starting for connections accepted just before the close: repeat
-        # until none is left (each ends at its first await once cancelled or `_closing` is set).
-        for _round in range(10):
-            tasks = [t for t in self._tasks if not t.done()]
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=1.0)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-        self._servers.clear()
+        await drain_servers(self._servers, self._tasks)
         self._transports.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

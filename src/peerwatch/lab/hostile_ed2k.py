@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from peerwatch.lab.hostile import drain_servers
 from peerwatch.protocols.ed2k import messages as m
 from peerwatch.protocols.ed2k.client import ClientIdentity
 from peerwatch.protocols.ed2k.framing import (
@@ -190,19 +191,7 @@ class HostileEd2kLab:
         self._closing = True
         for server in self._servers:
             server.close()
-        # Handlers may still be starting for connections accepted just before the close: repeat
-        # until none is left (each ends at its first await once cancelled).
-        for _round in range(10):
-            tasks = [t for t in self._tasks if not t.done()]
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=1.0)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-        self._servers.clear()
+        await drain_servers(self._servers, self._tasks)
 
     def _wrap(self, kind: str, handler: Handler) -> Handler:
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -24,9 +24,8 @@ part of the file verified, and deleted otherwise: nothing half-written is left.
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,7 +41,9 @@ from peerwatch.sensors.verify_peer import (
     METHOD_SUMMARY,
     KeptFile,
     Matcher,
+    content_decision,
     hash_kept_file,
+    kept_file_extra,
     safe_path_parts,
 )
 from peerwatch.transport.ed2k_download import (
@@ -287,10 +288,6 @@ async def verify_ed2k_peer(
     )
 
 
-def _names(matches: Iterable[Match]) -> ExtraValue:
-    return list[ExtraValue](sorted({m.list_name for m in matches}))
-
-
 def build_observations(
     result: Ed2kDownloadResult,
     *,
@@ -306,11 +303,8 @@ def build_observations(
     hello = result.hello
     common: dict[str, ExtraValue] = {
         "obfuscated": result.obfuscated,
-        # The investigator's decision about content, logged with every record it concerns.
-        "content_kept": keep_content is not None,
+        **content_decision(keep_content),
     }
-    if keep_content is not None:
-        common["keep_content_dir"] = os.fspath(keep_content)
 
     def observation(
         at: float, method: str, outcome: str, extra: dict[str, ExtraValue]
@@ -376,18 +370,7 @@ def build_observations(
             }
         )
     if keep_content is not None:
-        summary["file_kept"] = (
-            None
-            if kept is None
-            else {
-                "path": kept.torrent_path,
-                "length": kept.length,
-                "md5": kept.md5,
-                "sha1": kept.sha1,
-                "sha256": kept.sha256,
-                "watchlist_matches": _names(kept.matches),
-            }
-        )
+        summary["file_kept"] = None if kept is None else kept_file_extra(kept)
         summary["file_not_kept"] = not_kept
     out.append(observation(result.started, METHOD_SUMMARY, result.outcome, summary))
     return out

@@ -331,6 +331,26 @@ def _names(matches: Iterable[Match]) -> ExtraValue:
     return list[ExtraValue](sorted({m.list_name for m in matches}))
 
 
+def content_decision(keep_content: Path | None) -> dict[str, ExtraValue]:
+    """The investigator's decision about content, logged with every record it concerns."""
+    out: dict[str, ExtraValue] = {"content_kept": keep_content is not None}
+    if keep_content is not None:
+        out["keep_content_dir"] = os.fspath(keep_content)
+    return out
+
+
+def kept_file_extra(f: KeptFile) -> ExtraValue:
+    """A kept file as a summary record lists it: where, how long, its hashes, its matches."""
+    return {
+        "path": f.torrent_path,
+        "length": f.length,
+        "md5": f.md5,
+        "sha1": f.sha1,
+        "sha256": f.sha256,
+        "watchlist_matches": _names(f.matches),
+    }
+
+
 def _address(ip: str, port: int) -> ExtraValue:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -348,11 +368,8 @@ def build_observations(
     common: dict[str, ExtraValue] = {
         "encrypted": result.encrypted,
         "metadata_source": result.metadata_source,
-        # The investigator's decision about content, logged with every record it concerns.
-        "content_kept": keep_content is not None,
+        **content_decision(keep_content),
     }
-    if keep_content is not None:
-        common["keep_content_dir"] = os.fspath(keep_content)
     peer_id = result.peer_id.hex() if result.peer_id else None
 
     def observation(
@@ -401,17 +418,7 @@ def build_observations(
         **common,
     }
     if keep_content is not None:
-        summary["files_kept"] = [
-            {
-                "path": f.torrent_path,
-                "length": f.length,
-                "md5": f.md5,
-                "sha1": f.sha1,
-                "sha256": f.sha256,
-                "watchlist_matches": _names(f.matches),
-            }
-            for f in kept
-        ]
+        summary["files_kept"] = [kept_file_extra(f) for f in kept]
         summary["files_not_kept"] = list[ExtraValue](not_kept)
     out.append(observation(result.started, METHOD_SUMMARY, result.outcome, summary))
     return out
